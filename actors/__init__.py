@@ -1,0 +1,98 @@
+"""roomwire's room runtime and game logic.
+
+Rooms are actors: one trio task each, fed by a bounded mailbox and by their
+members' links, ticking at a fixed rate under a one_for_one supervisor. Game
+logic is pure (``Rules.step(state, event, now) -> (state, actions)``); the
+built-in rule sets are the party quiz (``actors.quiz``) and the free-movement
+arena (``ArenaRules``). Nothing here imports relay/, redis or a WebSocket library.
+"""
+
+from ._arena import ArenaRules
+from ._clock import Clock
+from ._errors import (
+    InvalidTransition,
+    MailboxFull,
+    RoomClosed,
+    RoomError,
+    RoomFull,
+    RoomNotFound,
+    RuleViolation,
+)
+from ._link import Link
+from ._logic import (
+    Action,
+    Broadcast,
+    CancelTimer,
+    Checkpoint,
+    Event,
+    GameOver,
+    PlayerDisconnected,
+    PlayerJoined,
+    PlayerLeft,
+    PlayerReconnected,
+    Rules,
+    SendTo,
+    StartTimer,
+    StopRoom,
+    TimerExpired,
+)
+from ._mailbox import Mailbox
+from ._registry import CODE_ALPHABET, RegistryStatistics, RoomHandle, RoomRegistry
+from ._room import (
+    TICK_HISTOGRAM_BOUNDS,
+    CheckpointSink,
+    GameRecordSink,
+    InvalidSnapshot,
+    JoinResult,
+    MemberInfo,
+    Room,
+    RoomConfig,
+    RoomStatistics,
+)
+from ._supervisor import Restart, Supervisor
+from ._timers import Timers
+
+__all__ = [
+    "CODE_ALPHABET",
+    "TICK_HISTOGRAM_BOUNDS",
+    "Action",
+    "ArenaRules",
+    "Broadcast",
+    "CancelTimer",
+    "Checkpoint",
+    "CheckpointSink",
+    "Clock",
+    "Event",
+    "GameOver",
+    "GameRecordSink",
+    "InvalidSnapshot",
+    "InvalidTransition",
+    "JoinResult",
+    "Link",
+    "Mailbox",
+    "MailboxFull",
+    "MemberInfo",
+    "PlayerDisconnected",
+    "PlayerJoined",
+    "PlayerLeft",
+    "PlayerReconnected",
+    "RegistryStatistics",
+    "Restart",
+    "Room",
+    "RoomClosed",
+    "RoomConfig",
+    "RoomError",
+    "RoomFull",
+    "RoomHandle",
+    "RoomNotFound",
+    "RoomRegistry",
+    "RoomStatistics",
+    "RuleViolation",
+    "Rules",
+    "SendTo",
+    "StartTimer",
+    "StopRoom",
+    "Supervisor",
+    "TimerExpired",
+    "Timers",
+]

@@ -1,0 +1,217 @@
+"""One client's conversation with the relay, independent of the transport.
+
+A session goes ``hello -> lobby -> room -> lobby ... -> closed``. In ``hello``
+it waits for the client's ``Hello`` and checks its ticket; in ``lobby`` it
+answers create / join / quick-join / ping itself; once the client is in a
+room, its frames belong to the room's tick and the session only hands them
+over (``Link.deliver``), answering pings on the spot. The transport (see
+``_transport_ws``) owns the socket, the decoding and the writer; the session
+owns the decisions, so every transport behaves the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from actors import RoomError
+from protocol import (
+    PROTOCOL_VERSION,
+    CloseCode,
+    Create,
+    Error,
+    Frame,
+    Hello,
+    Input,
+    Join,
+    Leave,
+    Ping,
+    Pong,
+    QuickJoin,
+    Rpc,
+    Signal,
+    Welcome,
+)
+
+from ._tickets import TicketError
+
+if TYPE_CHECKING:
+    from ._server import Relay
+
+__all__ = ["Session", "SessionLink"]
+
+log = logging.getLogger("relay.session")
+
+_ROOM_FRAMES = (Input, Rpc, Signal, Leave)
+
+
+class SessionLink(Protocol):
+    """What a session needs of its transport on top of ``actors.Link``."""
+
+    player_id: str
+
+    def send_frame_nowait(self, frame: Frame) -> None: ...
+
+    def deliver(self, frame: Frame) -> None: ...
+
+    def close_nowait(self, code: int, reason: str) -> None: ...
+
+
+@dataclass(slots=True)
+class _Identity:
+    player_id: str
+    name: str
+    role: str
+    room: str | None  # the room the ticket is bound to, if any
+
+
+class Session:
+    """The protocol state of one connection. Not thread-safe; one task drives it."""
+
+    def __init__(self, relay: Relay, link: Any) -> None:
+        self.relay = relay
+        self.link = link
+        self.phase = "hello"  # hello, lobby, room, closed
+        self.identity: _Identity | None = None
+        self.room_code: str | None = None
+
+    # The transport calls this for every decoded frame, in order.
+    async def on_frame(self, frame: Frame) -> None:
+        if self.phase == "room":
+            if type(frame) is Ping:
+                self.link.send_frame_nowait(Pong(frame.nonce))
+            elif isinstance(frame, _ROOM_FRAMES):
+                self.link.deliver(frame)
+            else:
+                self._error(
+                    "in_room", f"{type(frame).__name__} is not allowed inside a room", frame
+                )
+            return
+        if self.phase == "hello":
+            await self._on_hello(frame)
+            return
+        if self.phase == "lobby":
+            await self._on_lobby(frame)
+
+    def on_detached(self, reason: str) -> None:
+        """The room let go of this member; the connection stays open in the lobby."""
+        if self.phase == "room":
+            self.phase = "lobby"
+            self.room_code = None
+
+    # -- hello ----------------------------------------------------------------
+
+    async def _on_hello(self, frame: Frame) -> None:
+        if type(frame) is not Hello:
+            self._error("hello_required", "the first frame must be Hello", frame)
+            self.link.close_nowait(CloseCode.PROTOCOL_ERROR, "hello required")
+            self.phase = "closed"
+            return
+        if frame.version != PROTOCOL_VERSION:
+            self._error(
+                "unsupported_version",
+                f"protocol version {frame.version} is not supported (this relay speaks "
+                f"{PROTOCOL_VERSION})",
+                frame,
+            )
+            self.link.close_nowait(CloseCode.UNSUPPORTED_VERSION, "unsupported version")
+            self.phase = "closed"
+            return
+        try:
+            self.identity = self._authenticate(frame)
+        except TicketError as exc:
+            self.relay.stats.auth_failures += 1
+            self._error(exc.code, exc.message, frame)
+            self.link.close_nowait(CloseCode.UNAUTHORIZED, exc.code)
+            self.phase = "closed"
+            return
+        self.link.player_id = self.identity.player_id
+        self.phase = "lobby"
+        self.link.send_frame_nowait(
+            Welcome(
+                PROTOCOL_VERSION,
+                self.link.codec.name,
+                self.identity.player_id,
+                self.relay.server_info(),
+            )
+        )
+
+    def _authenticate(self, hello: Hello) -> _Identity:
+        relay = self.relay
+        if hello.ticket:
+            ticket = relay.verifier.verify(hello.ticket)
+            return _Identity(ticket.player_id, ticket.name, ticket.role, ticket.room)
+        if not relay.config.allow_anonymous:
+            raise TicketError("this relay requires a join ticket", code="ticket_required")
+        suffix = secrets.token_hex(4)
+        return _Identity(f"anon-{suffix}", f"Player-{suffix[:4].upper()}", "player", None)
+
+    # -- lobby ----------------------------------------------------------------
+
+    async def _on_lobby(self, frame: Frame) -> None:
+        t = type(frame)
+        if t is Ping:
+            self.link.send_frame_nowait(Pong(frame.nonce))
+            return
+        if t not in (Create, Join, QuickJoin):
+            self._error("not_in_room", f"{t.__name__} needs a room: create or join one", frame)
+            return
+        identity = self.identity
+        assert identity is not None
+        registry = self.relay.registry
+        try:
+            if t is Create:
+                if identity.room is not None:
+                    raise TicketError(
+                        "this ticket is bound to a room and cannot create another",
+                        code="ticket_wrong_room",
+                    )
+                handle = registry.create(frame.mode, dict(frame.options))
+                result = await self._join(handle, frame)
+            elif t is Join:
+                code = frame.code.strip().upper()
+                if identity.room is not None and identity.room.upper() != code:
+                    raise TicketError(
+                        f"this ticket is for room {identity.room}, not {code}",
+                        code="ticket_wrong_room",
+                    )
+                result = await self._join(registry.get(code), frame)
+            else:
+                result = await self._quick_join(frame)
+        except (RoomError, TicketError) as exc:
+            self._error(exc.code, exc.message, frame)
+            return
+        self.room_code = result.code
+        self.phase = "room"
+
+    async def _join(self, handle: Any, frame: Frame) -> Any:
+        identity = self.identity
+        assert identity is not None
+        return await handle.join(
+            identity.player_id, identity.name, self.link, frame.frame_id(), identity.role
+        )
+
+    async def _quick_join(self, frame: QuickJoin) -> Any:
+        identity = self.identity
+        assert identity is not None
+        if identity.room is not None:
+            return await self._join(self.relay.registry.get(identity.room.upper()), frame)
+        registry = self.relay.registry
+        last: RoomError | None = None
+        for _ in range(8):  # a race can fill the chosen room; try the next one
+            handle = registry.quick_join_target(frame.mode)
+            try:
+                return await self._join(handle, frame)
+            except RoomError as exc:
+                if exc.code not in ("room_full", "game_in_progress", "room_closed"):
+                    raise
+                last = exc
+        assert last is not None
+        raise last
+
+    def _error(self, code: str, message: str, frame: Frame | None) -> None:
+        ref = frame.frame_id() if frame is not None else None
+        self.relay.stats.errors_sent += 1
+        self.link.send_frame_nowait(Error(code, message, ref))

@@ -1,0 +1,363 @@
+"""The roomwire client SDK for Trio: connect, join, mirror the room state, send inputs, call RPCs.
+
+    async with relay.client.connect("ws://127.0.0.1:7350", ticket=ticket) as client:
+        await client.create("quiz8")
+        await client.rpc("room", "start_game")
+        await client.wait_for(lambda c: c.state["game"]["phase"] == "final", timeout=600)
+
+The client keeps ``state``, a mirror of the room's public state, by applying
+each state frame's delta to it; ``tick`` is the tick the mirror is at. It is
+the reference for writing a client in another language (docs/client.md).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+
+from protocol import (
+    CODECS,
+    PROTOCOL_VERSION,
+    Codec,
+    Create,
+    Error,
+    Event,
+    Frame,
+    Hello,
+    Input,
+    Join,
+    Joined,
+    Leave,
+    Ping,
+    Pong,
+    ProtocolError,
+    QuickJoin,
+    Rpc,
+    RpcResult,
+    Signal,
+    State,
+    Welcome,
+    apply,
+)
+
+__all__ = ["ClientError", "RelayClient", "RpcError", "connect"]
+
+log = logging.getLogger("relay.client")
+
+
+class ClientError(Exception):
+    """The relay answered a request with an error frame. ``code`` is the error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class RpcError(ClientError):
+    """An RPC came back with ``ok=False`` (or timed out: code ``rpc_timeout``)."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    done: trio.Event
+    result: Frame | None = None
+
+
+@dataclass(slots=True)
+class ClientStatistics:
+    frames_received: int = 0
+    bytes_received: int = 0
+    state_frames: int = 0
+    keyframes: int = 0
+    frames_sent: int = 0
+    bytes_sent: int = 0
+    desyncs: int = 0
+
+
+class RelayClient:
+    """A connected client. Create it with ``connect``; one task drives its reader."""
+
+    def __init__(self, ws: WebSocketConnection, codec: Codec) -> None:
+        self.ws = ws
+        self.codec = codec
+        self.player_id: str | None = None
+        self.server: Mapping[str, Any] = {}
+        self.code: str | None = None
+        self.seat: int | None = None
+        self.resume_token: str | None = None
+        self.state: dict[str, Any] = {}
+        self.tick = -1
+        self.closed: tuple[int, str] | None = None
+        self.errors: deque[Error] = deque(maxlen=256)
+        self.events: deque[Event] = deque(maxlen=1024)
+        self.signals: deque[Signal] = deque(maxlen=1024)
+        self.stats = ClientStatistics()
+        self.rpc_handlers: dict[str, Callable[[str | None, Any], Any]] = {}
+        self._ids = itertools.count(1)
+        self._seq = 0
+        self._pending: dict[int, _Pending] = {}
+        self._changed = trio.Event()
+        self._welcome = trio.Event()
+
+    # -- requests -----------------------------------------------------------
+
+    async def send(self, frame: Frame) -> None:
+        data = self.codec.encode(frame)
+        self.stats.frames_sent += 1
+        self.stats.bytes_sent += len(data)
+        await self.ws.send_message(data)
+
+    async def _request(self, frame: Frame, timeout: float) -> Frame:
+        frame_id = frame.frame_id()
+        assert frame_id is not None
+        pending = _Pending(trio.Event())
+        self._pending[frame_id] = pending
+        try:
+            await self.send(frame)
+            with trio.fail_after(timeout):
+                await pending.done.wait()
+        finally:
+            self._pending.pop(frame_id, None)
+        result = pending.result
+        if type(result) is Error:
+            raise ClientError(result.code, result.message)
+        assert result is not None
+        return result
+
+    async def create(self, mode: str, *, timeout: float = 10.0, **options: Any) -> str:
+        """Create a room of ``mode``, join it, and return its code."""
+        await self._request(Create(next(self._ids), mode, options), timeout)
+        assert self.code is not None
+        return self.code
+
+    async def join(self, code: str, *, timeout: float = 10.0) -> None:
+        await self._request(Join(next(self._ids), code), timeout)
+
+    async def quick_join(self, mode: str, *, timeout: float = 10.0) -> str:
+        await self._request(QuickJoin(next(self._ids), mode), timeout)
+        assert self.code is not None
+        return self.code
+
+    async def leave(self) -> None:
+        await self.send(Leave(next(self._ids)))
+        self.code = None
+
+    async def send_input(self, changes: Mapping[str, Any]) -> int:
+        """Send a delta of this player's own entity; returns its sequence number."""
+        self._seq += 1
+        await self.send(Input(self._seq, dict(changes)))
+        return self._seq
+
+    async def rpc(
+        self, target: str | list[str], method: str, args: Any = None, *, timeout: float = 10.0
+    ) -> Any:
+        """Call ``method`` on ``target`` ("room", "host", a player id...) and return its value.
+
+        Raises ``RpcError`` when the callee (or the room) answers with an error,
+        or with code ``rpc_timeout`` when no answer comes within ``timeout``.
+        """
+        try:
+            result = await self._request(Rpc(next(self._ids), target, method, args), timeout)
+        except trio.TooSlowError:
+            raise RpcError("rpc_timeout", f"no answer to {method!r} within {timeout} s") from None
+        except ClientError as exc:
+            raise RpcError(exc.code, exc.message) from None
+        assert type(result) is RpcResult
+        if not result.ok:
+            value = result.value if isinstance(result.value, Mapping) else {}
+            raise RpcError(str(value.get("code", "rpc_error")), str(value.get("message", "")))
+        return result.value
+
+    async def ping(self, *, timeout: float = 10.0) -> float:
+        """Round-trip time to the relay, in seconds."""
+        start = trio.current_time()
+        nonce = next(self._ids)
+        pending = _Pending(trio.Event())
+        self._pending[nonce] = pending
+        try:
+            await self.send(Ping(nonce))
+            with trio.fail_after(timeout):
+                await pending.done.wait()
+        finally:
+            self._pending.pop(nonce, None)
+        return trio.current_time() - start
+
+    # -- waiting ------------------------------------------------------------
+
+    async def wait_for(
+        self, predicate: Callable[[RelayClient], bool], *, timeout: float = 10.0
+    ) -> None:
+        """Wait until ``predicate(self)`` is true; checked after every frame received."""
+        with trio.fail_after(timeout):
+            while not predicate(self):
+                if self.closed is not None:
+                    raise ConnectionClosed(None)
+                await self._changed.wait()
+
+    async def next_event(self, name: str | None = None, *, timeout: float = 10.0) -> Event:
+        """The next event (of ``name``, if given) received from now on, or already queued."""
+        with trio.fail_after(timeout):
+            while True:
+                for i, ev in enumerate(self.events):
+                    if name is None or ev.name == name:
+                        del self.events[i]
+                        return ev
+                if self.closed is not None:
+                    raise ConnectionClosed(None)
+                await self._changed.wait()
+
+    # -- reader ---------------------------------------------------------------
+
+    async def _reader(self) -> None:
+        try:
+            while True:
+                message = await self.ws.get_message()
+                self.stats.frames_received += 1
+                self.stats.bytes_received += len(message)
+                if isinstance(message, str):
+                    continue
+                try:
+                    frame = self.codec.decode(message)
+                except ProtocolError as exc:
+                    log.warning("undecodable frame from the relay: %s", exc)
+                    continue
+                await self._dispatch(frame)
+                self._notify()
+        except ConnectionClosed as exc:
+            reason = exc.reason
+            self.closed = (reason.code, reason.reason or "") if reason else (1006, "")
+        finally:
+            if self.closed is None:
+                self.closed = (1006, "reader stopped")
+            for pending in self._pending.values():
+                pending.done.set()
+            self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _resolve(self, frame_id: int | None, frame: Frame) -> bool:
+        pending = self._pending.get(frame_id) if frame_id is not None else None
+        if pending is None:
+            return False
+        pending.result = frame
+        pending.done.set()
+        return True
+
+    async def _dispatch(self, frame: Frame) -> None:
+        t = type(frame)
+        if t is State:
+            self._apply_state(frame)
+            for msg in frame.msgs:
+                await self._dispatch(msg)
+        elif t is Joined:
+            self.code = frame.code
+            self.seat = frame.seat
+            self.player_id = frame.player_id
+            self.state = dict(frame.state)
+            self.tick = frame.tick
+            if frame.resume:
+                self.resume_token = frame.resume
+            self._resolve(frame.id, frame)
+        elif t is RpcResult:
+            self._resolve(frame.id, frame)
+        elif t is Error:
+            if not self._resolve(frame.ref, frame):
+                self.errors.append(frame)
+        elif t is Event:
+            if frame.name == "left":
+                self.code = None
+            self.events.append(frame)
+        elif t is Rpc:
+            await self._answer_rpc(frame)
+        elif t is Signal:
+            self.signals.append(frame)
+        elif t is Pong:
+            self._resolve(frame.nonce, frame)
+        elif t is Ping:
+            await self.send(Pong(frame.nonce))
+        elif t is Welcome:
+            self.player_id = frame.player_id
+            self.server = frame.server
+            self._welcome.set()
+
+    def _apply_state(self, frame: State) -> None:
+        self.stats.state_frames += 1
+        if frame.back == 0:
+            self.stats.keyframes += 1
+            self.state = dict(frame.delta)
+        elif frame.tick - frame.back != self.tick:
+            # the relay coalesces from the state it last sent us; a gap means
+            # our mirror cannot be trusted until the next keyframe
+            self.stats.desyncs += 1
+            log.warning("state base %d != mirror tick %d", frame.tick - frame.back, self.tick)
+            return
+        else:
+            self.state = apply(self.state, frame.delta)
+        self.tick = frame.tick
+
+    async def _answer_rpc(self, call: Rpc) -> None:
+        handler = self.rpc_handlers.get(call.method)
+        if handler is None:
+            result = RpcResult(
+                call.id, False, {"code": "no_such_method", "message": f"no handler {call.method}"}
+            )
+        else:
+            try:
+                value = handler(call.caller, call.args)
+                if hasattr(value, "__await__"):
+                    value = await value
+                result = RpcResult(call.id, True, value)
+            except Exception as exc:
+                result = RpcResult(call.id, False, {"code": "rpc_failed", "message": str(exc)})
+        await self.send(result)
+
+
+@asynccontextmanager
+async def connect(
+    url: str,
+    *,
+    ticket: str | None = None,
+    codec: str = "msgpack",
+    client_name: str = "roomwire-py",
+    connect_timeout: float = 10.0,
+) -> AsyncIterator[RelayClient]:
+    """Connect to a relay, say Hello, and yield a client that has been welcomed.
+
+    Raises ``ClientError`` when the relay refuses the ticket, and
+    ``trio_websocket.HandshakeError`` when the handshake itself fails.
+    """
+    codec_obj = CODECS[codec]()
+    async with open_websocket_url(
+        url,
+        subprotocols=[codec_obj.subprotocol],
+        connect_timeout=connect_timeout,
+        message_queue_size=256,
+        receive_buffer_size=None,
+    ) as ws:
+        client = RelayClient(ws, codec_obj)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client._reader)
+            await client.send(Hello(PROTOCOL_VERSION, ticket, None, client_name))
+            with trio.fail_after(connect_timeout):
+                while not client._welcome.is_set():
+                    if client.closed is not None:
+                        err = client.errors[-1] if client.errors else None
+                        if err is not None:
+                            raise ClientError(err.code, err.message)
+                        raise ClientError("closed", f"connection closed: {client.closed}")
+                    await client._changed.wait()
+            try:
+                yield client
+            finally:
+                nursery.cancel_scope.cancel()
