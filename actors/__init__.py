@@ -7,7 +7,7 @@ built-in rule sets are the party quiz (``actors.quiz``) and the free-movement
 arena (``ArenaRules``). Nothing here imports relay/, redis or a WebSocket library.
 """
 
-from ._arena import ArenaRules
+from ._arena import ARENA_MAX_PLAYERS, ArenaRules, ArenaState
 from ._clock import Clock
 from ._errors import (
     InvalidTransition,
@@ -36,9 +36,18 @@ from ._logic import (
     StopRoom,
     TimerExpired,
 )
-from ._mailbox import Mailbox
-from ._registry import CODE_ALPHABET, RegistryStatistics, RoomHandle, RoomRegistry
+from ._mailbox import JoinRequest, LeaveRequest, Mailbox, ReconnectRequest, Reply, Stop
+from ._registry import (
+    CODE_ALPHABET,
+    RegistryStatistics,
+    RetiredTotals,
+    RoomHandle,
+    RoomRegistry,
+    normalize_code,
+)
 from ._room import (
+    MAX_NAME,
+    SNAPSHOT_VERSION,
     TICK_HISTOGRAM_BOUNDS,
     CheckpointSink,
     GameRecordSink,
@@ -49,14 +58,18 @@ from ._room import (
     RoomConfig,
     RoomStatistics,
 )
-from ._supervisor import Restart, Supervisor
+from ._supervisor import Restart, Supervised, Supervisor, SupervisorStatistics
 from ._timers import Timers
 
 __all__ = [
+    "ARENA_MAX_PLAYERS",
     "CODE_ALPHABET",
+    "MAX_NAME",
+    "SNAPSHOT_VERSION",
     "TICK_HISTOGRAM_BOUNDS",
     "Action",
     "ArenaRules",
+    "ArenaState",
     "Broadcast",
     "CancelTimer",
     "Checkpoint",
@@ -67,7 +80,9 @@ __all__ = [
     "GameRecordSink",
     "InvalidSnapshot",
     "InvalidTransition",
+    "JoinRequest",
     "JoinResult",
+    "LeaveRequest",
     "Link",
     "Mailbox",
     "MailboxFull",
@@ -76,8 +91,11 @@ __all__ = [
     "PlayerJoined",
     "PlayerLeft",
     "PlayerReconnected",
+    "ReconnectRequest",
     "RegistryStatistics",
+    "Reply",
     "Restart",
+    "RetiredTotals",
     "Room",
     "RoomClosed",
     "RoomConfig",
@@ -91,8 +109,12 @@ __all__ = [
     "Rules",
     "SendTo",
     "StartTimer",
+    "Stop",
     "StopRoom",
+    "Supervised",
     "Supervisor",
+    "SupervisorStatistics",
     "TimerExpired",
     "Timers",
+    "normalize_code",
 ]

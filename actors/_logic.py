@@ -176,6 +176,9 @@ class Rules(Protocol):
 
     def max_players(self, mode: str) -> int: ...
 
+    # Optional: ``seat_limit(state) -> int``, read with getattr by the room,
+    # for rule sets whose seat count depends on the room's options (arena).
+
     def new_state(self, *, mode: str, options: Mapping[str, Any], now: float, seed: int) -> Any: ...
 
     def step(self, state: Any, event: Event, now: float) -> tuple[Any, list[Action]]: ...

@@ -215,4 +215,3 @@ class Mailbox:
 
     def __repr__(self) -> str:
         return f"Mailbox({self.name!r}, {len(self._queue)}/{self.capacity})"
-

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -160,6 +160,25 @@ class RegistryStatistics:
     crashes: int
     restarts: int
     given_up: int
+    #: counters of rooms that have closed, so totals over all rooms only grow
+    retired: RetiredTotals
+
+
+@dataclass(slots=True)
+class RetiredTotals:
+    ticks: int = 0
+    overruns: int = 0
+    tick_seconds: float = 0.0
+    tick_histogram: list[int] = field(default_factory=list)
+
+    def add(self, stats: RoomStatistics) -> None:
+        self.ticks += stats.ticks
+        self.overruns += stats.overruns
+        self.tick_seconds += stats.tick_seconds_total
+        if not self.tick_histogram:
+            self.tick_histogram = [0] * len(stats.tick_histogram)
+        for i, n in enumerate(stats.tick_histogram):
+            self.tick_histogram[i] += n
 
 
 class RoomRegistry:
@@ -206,6 +225,7 @@ class RoomRegistry:
         self._running = False
         self._created = 0
         self._closed = 0
+        self._retired = RetiredTotals()
 
     def modes(self) -> frozenset[str]:
         return frozenset(self._rules)
@@ -372,6 +392,7 @@ class RoomRegistry:
             crashes=sup.crashes,
             restarts=sup.restarts,
             given_up=sup.given_up,
+            retired=self._retired,
         )
 
     # -- internals ------------------------------------------------------------
@@ -401,3 +422,4 @@ class RoomRegistry:
         if handle is not None and handle.room is child:
             del self._rooms[child.code]
             self._closed += 1
+            self._retired.add(child.statistics())

@@ -25,9 +25,13 @@ Each tick has three stages, in this order:
    timer tables, so the committed room is untouched until stage 2.
 2. **commit**: swap the working set in (a handful of assignments).
 3. **deliver**: link side effects (detach, close), ``Joined`` frames and
-   replies, then one state frame per member (the public delta body encoded
-   once per codec; members that fell behind get a coalesced delta or a
-   keyframe), checkpoints and the journal.
+   replies, then at most one state frame per member: the tick's delta body is
+   encoded once per codec (and base tick) and shared by every member that
+   holds the previous state; a member that missed states gets one delta
+   coalescing them, diffed from the state it holds (each member keeps a
+   reference to the last public state it was sent: states are immutable and
+   share their unchanged subtrees, so this costs next to nothing), or a
+   keyframe; then checkpoints and the journal.
 
 If a tick raises (a rule set's bug), nothing of it was committed: the
 supervisor calls ``recover``, which fails the requests that tick had taken
@@ -41,8 +45,8 @@ Public state layout (what clients mirror)::
      "players": {pid: {**rules.player_entity(pid, seed), "seq": last input seq}},
      "game":    rules.public_view(state)}
 
-Floats in it are kept rounded to binary32 (``protocol.quantize``), which is
-how they travel. Private data never enters it: ``rules.private_view`` goes to
+Floats in it are kept rounded to binary32 and tuples turned into lists, which
+is how they travel. Private data never enters it: ``rules.private_view`` goes to
 its owner as an ``Event("private", view)`` when it changes.
 """
 
@@ -51,6 +55,7 @@ from __future__ import annotations
 import bisect
 import logging
 import math
+import struct
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -72,7 +77,6 @@ from protocol import (
     Signal,
     diff,
     f32,
-    quantize,
 )
 from protocol import Event as EventFrame
 from protocol import Frame as WireFrame
@@ -113,6 +117,7 @@ __all__ = [
     "GameRecordSink",
     "InvalidSnapshot",
     "JoinResult",
+    "MAX_NAME",
     "MemberInfo",
     "Room",
     "RoomConfig",
@@ -127,6 +132,8 @@ SNAPSHOT_VERSION = 1
 TICK_HISTOGRAM_BOUNDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05)
 _INPUT_KINDS = frozenset({"f32", "int", "bool", "str"})
 _ROLES = frozenset({"player", "host"})
+#: longest display name a room accepts
+MAX_NAME = 64
 
 
 # -- configuration and plug-in points ----------------------------------------
@@ -137,10 +144,12 @@ class RoomConfig:
     """Per-room runtime settings (the relay's ``Config`` maps onto these).
 
     ``tick_rate``: ticks per second. ``mailbox_size``: bounded control mailbox.
-    ``history_ticks``: public states kept for coalesced catch-up deltas; a
-    member further behind gets a keyframe. ``max_lag_ticks``: a member that is
-    not ready for longer is closed with ``SLOW_CLIENT``; so is one with more
-    than ``max_pending_msgs`` queued messages. ``max_input_str``: length cap of
+    ``history_ticks``: a member stalled (not ready while it had something to
+    receive) for up to this many ticks catches up with one coalesced delta
+    from the state it holds; stalled longer, it gets a keyframe.
+    ``max_lag_ticks``: a member stalled for longer is closed with
+    ``SLOW_CLIENT``; so is one with more than ``max_pending_msgs`` queued
+    messages. ``max_input_str``: length cap of
     a "str" input field. ``reconnect_grace``: seconds a dropped member keeps
     its seat (0: it leaves at once). ``empty_grace``: an empty room closes
     after this long. ``max_lifetime``: a room closes this long after creation.
@@ -245,6 +254,7 @@ class RoomStatistics:
     max_lateness: float
     tick_durations: tuple[float, ...]
     tick_histogram: tuple[int, ...]
+    tick_seconds_total: float
     frames_received: int
     frames_sent: int
     bytes_sent: int
@@ -269,6 +279,7 @@ class _Member:
     object instead, copy-on-write); the send state is the deliver stage's."""
 
     __slots__ = (
+        "base",
         "closing",
         "codec",
         "connected",
@@ -282,6 +293,7 @@ class _Member:
         "private",
         "role",
         "seat",
+        "stalled_since",
     )
 
     def __init__(
@@ -305,8 +317,10 @@ class _Member:
         self.connected = connected
         self.grace_until = grace_until
         # send state
-        self.last_tick = last_tick  # the tick whose public state this member holds
+        self.last_tick = last_tick  # the tick of the last state sent to this member
+        self.base: dict[str, Any] | None = None  # the public state it holds (sent at last_tick)
         self.keyframe = False  # next frame must be a keyframe (after a restart)
+        self.stalled_since: int | None = None  # first tick it was not ready to receive
         self.outbox: list[WireFrame] = []  # reliable messages not yet sent, in order
         self.private: Any = _UNSET  # the last private view sent
         self.closing = False  # closed for lagging; leaves at the next tick
@@ -340,6 +354,7 @@ class _Work:
     """The working set of one tick: copy-on-write views of the committed room."""
 
     __slots__ = (
+        "accepting",
         "checkpoint",
         "delta",
         "effects",
@@ -351,6 +366,7 @@ class _Work:
         "members_own",
         "msgs",
         "now",
+        "old_public",
         "players",
         "players_own",
         "privates",
@@ -385,6 +401,8 @@ class _Work:
         self.games: list[GameOver] = []
         self.checkpoint: str | None = None
         self.stop: str | None = None
+        self.accepting: bool = room._accepting
+        self.old_public: dict[str, Any] = room._public
         self.public: dict[str, Any] = room._public
         self.delta: Any = {}
 
@@ -420,6 +438,28 @@ def _phase_of(state: Any) -> Any:
     if phase is None and isinstance(state, Mapping):
         phase = state.get("phase")
     return phase
+
+
+_F32 = struct.Struct("<f")
+_f32_pack = _F32.pack
+_f32_unpack = _F32.unpack
+
+
+def _plain(value: Any) -> Any:
+    """State data as it travels: floats rounded to binary32, tuples as lists.
+
+    Applied to what a rule set hands over for the public state (entities, the
+    public view), so the server's copy equals what clients decode and equal
+    values never show up as changes.
+    """
+    t = type(value)
+    if t is float:
+        return f32(value)
+    if t is dict:
+        return {k: _plain(v) for k, v in value.items()}
+    if t is list or t is tuple:
+        return [_plain(v) for v in value]
+    return value
 
 
 def _pack(obj: Any) -> bytes:
@@ -506,6 +546,7 @@ class Room:
         self._joins_pending = 0  # join requests waiting in the mailbox
         self._absent: list[str] = []  # restored seats with no connection yet
         self._recheck_private = True  # compare private views at the next tick
+        self._stop_request: str | None = None
         self._journal: deque[tuple[int, float, list[tuple[Any, ...]]]] = deque(
             maxlen=config.journal_ticks
         )
@@ -524,6 +565,7 @@ class Room:
         self._max_lateness = 0.0
         self._durations: deque[float] = deque(maxlen=config.tick_samples)
         self._histogram = [0] * (len(TICK_HISTOGRAM_BOUNDS) + 1)
+        self._tick_seconds = 0.0
         self._frames_received = 0
         self._frames_sent = 0
         self._bytes_sent = 0
@@ -566,9 +608,8 @@ class Room:
         self._public: dict[str, Any] = {
             "room": self._build_room_view(members, host, {}),
             "players": players,
-            "game": quantize(rules.public_view(state)),
+            "game": _plain(rules.public_view(state)),
         }
-        self._history: dict[int, dict[str, Any]] = {tick: self._public}
 
     # -- introspection ------------------------------------------------------
 
@@ -605,7 +646,7 @@ class Room:
     @property
     def accepting(self) -> bool:
         """Whether the rule set takes new players now (as of the last tick)."""
-        return self._accepting and not self._closed
+        return self._accepting and not self._closed and self._stop_request is None
 
     @property
     def free_seats(self) -> int:
@@ -657,6 +698,7 @@ class Room:
             max_lateness=self._max_lateness,
             tick_durations=tuple(self._durations),
             tick_histogram=tuple(self._histogram),
+            tick_seconds_total=self._tick_seconds,
             frames_received=self._frames_received,
             frames_sent=self._frames_sent,
             bytes_sent=self._bytes_sent,
@@ -700,12 +742,21 @@ class Room:
         ``link`` and owns the link's data from then on. Refusals:
         ``RoomFull``, ``RoomError`` ``game_in_progress`` / ``already_joined``,
         ``RoomClosed``, or the rule set's own ``RoomError``. Posting raises
-        ``MailboxFull``/``RoomClosed`` at once; ``ValueError`` for a bad
-        ``frame_id`` or ``role`` (the caller's bug).
+        ``MailboxFull``/``RoomClosed`` or ``RoomError`` ``invalid_name`` at
+        once, and ``RoomError`` ``not_supported`` for the ``spectator`` role
+        (spectating plugs in later); ``ValueError`` for a bad ``player_id``,
+        ``frame_id`` or ``role`` (the caller's bug). ``role`` is recorded with
+        the seat; the room's host is its first member, then the next by seat.
         """
         if type(frame_id) is not int or frame_id < 0:
             raise ValueError("frame_id must be a non-negative integer")
+        if type(player_id) is not str or not player_id:
+            raise ValueError("player_id must be a non-empty string")
+        if type(name) is not str or len(name) > MAX_NAME:
+            raise RoomError(f"a name is a string of at most {MAX_NAME}", code="invalid_name")
         if role not in _ROLES:
+            if role == "spectator":
+                raise RoomError("spectating is not supported yet", code="not_supported")
             raise ValueError(f"role must be one of {sorted(_ROLES)}")
         request = JoinRequest(player_id, name, link, frame_id, role, resume)
         self.send_nowait(request)
@@ -727,7 +778,13 @@ class Room:
         self.send_nowait(LeaveRequest(player_id, reason))
 
     def stop_nowait(self, reason: str = "closed") -> None:
-        self.send_nowait(Stop(reason))
+        """Close the room at its next tick, telling every member ``reason``.
+
+        Never raises: a stop request bypasses the mailbox (it must get through
+        when the mailbox is full), and stopping a closed room does nothing.
+        """
+        if self._stop_request is None:
+            self._stop_request = reason
 
     # -- the actor ----------------------------------------------------------
 
@@ -768,6 +825,7 @@ class Room:
         self._ticks += 1
         duration = ended - started
         self._durations.append(duration)
+        self._tick_seconds += duration
         self._histogram[bisect.bisect_left(TICK_HISTOGRAM_BOUNDS, duration)] += 1
         if lateness > self._max_lateness:
             self._max_lateness = lateness
@@ -783,11 +841,10 @@ class Room:
         and mark every member for a keyframe.
         """
         self._restarts += 1
-        error = RoomError(f"room {self.code} restarted, try again", code="room_crashed")
         for message in self._inflight:
             reply = getattr(message, "reply", None)
             if reply is not None and not reply.done:
-                reply.fail(error)
+                reply.fail(RoomError(f"room {self.code} restarted, try again", code="room_crashed"))
         self._inflight = []
         self._joins_pending = self._mailbox.count(JoinRequest)
         for member in self._members.values():
@@ -814,13 +871,13 @@ class Room:
                 link.close_nowait(CloseCode.ROOM_CLOSED, f"room {self.code} closed: {reason}")
             except Exception:  # one broken link must not keep the others uninformed
                 log.exception("room %s: could not tell %s it closed", self.code, member.player_id)
-        self._fail_waiting(RoomClosed(f"room {self.code} closed: {reason}"))
+        self._fail_waiting(reason)
 
-    def _fail_waiting(self, error: RoomError) -> None:
+    def _fail_waiting(self, reason: str) -> None:
         for message in self._mailbox.close() + self._inflight:
             reply = getattr(message, "reply", None)
             if reply is not None and not reply.done:
-                reply.fail(error)
+                reply.fail(RoomClosed(f"room {self.code} closed: {reason}"))
         self._inflight = []
         self._joins_pending = 0
 
@@ -874,7 +931,9 @@ class Room:
                 w.journal.append(("t", name))
                 self._step_quiet(w, TimerExpired(name))
         if w.stop is None:
-            if now >= self._expires_at:
+            if self._stop_request is not None:
+                w.stop = self._stop_request
+            elif now >= self._expires_at:
                 w.stop = "expired"
             elif not w.members and now - self._empty_since >= self.config.empty_grace:
                 w.stop = "empty"
@@ -885,7 +944,9 @@ class Room:
         old = self._public
         rules = self.rules
         state_changed = w.state is not self._state
-        game = quantize(rules.public_view(w.state)) if state_changed else old["game"]
+        game = _plain(rules.public_view(w.state)) if state_changed else old["game"]
+        if state_changed:
+            w.accepting = rules.accepts_players(w.state)
         room_view = (
             self._build_room_view(w.members, w.host, old["room"]["members"])
             if w.room_changed
@@ -928,9 +989,8 @@ class Room:
         return {"code": self.code, "mode": self.mode, "host": host, "members": view}
 
     def _commit(self, w: _Work) -> None:
-        if w.state is not self._state:
-            self._state = w.state
-            self._accepting = self.rules.accepts_players(w.state)
+        self._state = w.state
+        self._accepting = w.accepting
         if w.members_own:
             self._members = members = w.members
             self._order = sorted(members.values(), key=lambda m: m.seat)
@@ -938,10 +998,7 @@ class Room:
         self._timers = w.timers
         self._host = w.host
         self._public = w.public
-        self._tick = tick = w.tick
-        history = self._history
-        history[tick] = w.public
-        history.pop(tick - self.config.history_ticks, None)
+        self._tick = w.tick
         if self._members:
             self._empty_since = math.inf
         elif self._empty_since == math.inf:
@@ -977,7 +1034,9 @@ class Room:
             data = m.codec.encode(joined)
             m.link.send_nowait(data)
             m.last_tick = tick
+            m.base = w.public
             m.keyframe = False
+            m.stalled_since = None
             self._frames_sent += 1
             self._bytes_sent += len(data)
             self._keyframes += 1
@@ -1008,12 +1067,20 @@ class Room:
             self._close(w.stop)
 
     def _send_states(self, w: _Work, *, force: bool) -> None:
+        """At most one state frame per member; the shared delta encoded once per codec.
+
+        ``back`` is always ``tick - last_tick``: the delta applies to the last
+        state this member was sent. A member that holds the previous state gets
+        the tick's shared delta; members that received the same frames share
+        ``back`` too, so in steady state there is one body per codec. After a
+        tick with no change, a member with no messages is sent nothing.
+        """
         tick = w.tick
-        prev = tick - 1
         delta = w.delta
         changed = bool(delta)
+        previous = w.old_public
+        public = w.public
         max_pending = self.config.max_pending_msgs
-        max_lag = self.config.max_lag_ticks
         bodies: dict[Any, bytes] = {}
         frames = 0
         nbytes = 0
@@ -1023,51 +1090,56 @@ class Room:
                 continue
             out = m.outbox
             last = m.last_tick
+            if last >= tick:
+                continue  # joined this tick: Joined carried the state
+            current = m.base is previous and not m.keyframe
+            if current and not changed and not out:
+                continue  # nothing to say: its state is the room's
+            if not force and not link.ready():
+                self._stalled(m, tick, max_pending)
+                continue
             codec = m.codec
-            if last == prev and not m.keyframe:
-                if not changed and not out:
-                    m.last_tick = tick  # nothing to say; its state is already current
-                    continue
-                if not force and not link.ready():
-                    if len(out) > max_pending:
-                        self._close_slow(m, f"{len(out)} messages pending")
-                    continue
-                key = type(codec)
+            if current:
+                back = tick - last
+                key: Any = (type(codec), back)
                 body = bodies.get(key)
                 if body is None:
-                    body = bodies[key] = codec.state_body(tick, 1, delta)
+                    body = bodies[key] = codec.state_body(tick, back, delta)
                     self._bodies += 1
             else:
-                if last >= tick:
-                    continue  # joined this tick: Joined carried the state
-                if not force and not link.ready():
-                    if tick - last > max_lag:
-                        self._close_slow(m, f"{tick - last} ticks behind")
-                    elif len(out) > max_pending:
-                        self._close_slow(m, f"{len(out)} messages pending")
-                    continue
                 body = self._catch_up_body(m, tick, bodies)
                 if body is None:
-                    m.last_tick = tick
                     continue
             data = codec.state_frame(body, out) if out else codec.state_frame(body)
             link.send_nowait(data)
             if out:
                 m.outbox = []
             m.last_tick = tick
+            m.base = public
+            m.stalled_since = None
             frames += 1
             nbytes += len(data)
         self._frames_sent += frames
         self._bytes_sent += nbytes
 
+    def _stalled(self, m: _Member, tick: int, max_pending: int) -> None:
+        """A member had something to receive but its link is not ready: wait, or give up."""
+        if m.stalled_since is None:
+            m.stalled_since = tick
+        if tick - m.stalled_since > self.config.max_lag_ticks:
+            self._close_slow(m, f"not reading for {tick - m.stalled_since} ticks")
+        elif len(m.outbox) > max_pending:
+            self._close_slow(m, f"{len(m.outbox)} messages pending")
+
     def _catch_up_body(self, m: _Member, tick: int, bodies: dict[Any, bytes]) -> bytes | None:
-        """The body for a member that missed ticks: a coalesced delta from the state it
-        holds, or a keyframe when that state left the history (or after a restart)."""
+        """The body for a member that missed states: one delta coalescing them, from
+        the state it holds, or a keyframe after a restart or a long stall."""
         codec = m.codec
         public = self._public
-        base = None if m.keyframe else self._history.get(m.last_tick)
-        if base is None:
-            key: tuple[Any, int] = (type(codec), -1)
+        base = m.base
+        stalled = 0 if m.stalled_since is None else tick - m.stalled_since
+        if base is None or m.keyframe or stalled > self.config.history_ticks:
+            key: Any = (type(codec), 0)
             body = bodies.get(key)
             if body is None:
                 body = bodies[key] = codec.state_body(tick, 0, public)
@@ -1077,11 +1149,12 @@ class Room:
             return body
         if base is public and not m.outbox:
             return None
-        key = (type(codec), m.last_tick)
+        key = (type(codec), "since", m.last_tick)  # same last tick: same base state
         body = bodies.get(key)
         if body is None:
-            delta = diff(base, public, dense=True)
-            body = bodies[key] = codec.state_body(tick, tick - m.last_tick, delta)
+            body = bodies[key] = codec.state_body(
+                tick, tick - m.last_tick, diff(base, public, dense=True)
+            )
             self._bodies += 1
         self._catch_ups += 1
         return body
@@ -1100,7 +1173,7 @@ class Room:
             link = m.link
             if link is not None and not m.closing and not link.closed:
                 link.detach(reason)
-        self._fail_waiting(RoomClosed(f"room {self.code} closed: {reason}"))
+        self._fail_waiting(reason)
 
     # -- durability -----------------------------------------------------------
 
@@ -1138,7 +1211,9 @@ class Room:
     def _sink_failed(self, what: str) -> None:
         self._sink_errors += 1
         if self._sink_errors == 1 or self._sink_errors % 1000 == 0:
-            log.exception("room %s: the %s sink failed (%d so far)", self.code, what, self._sink_errors)
+            log.exception(
+                "room %s: the %s sink failed (%d so far)", self.code, what, self._sink_errors
+            )
 
     def snapshot(self) -> dict[str, Any]:
         """The room as plain, msgpack-able data, at its last committed tick.
@@ -1237,7 +1312,7 @@ class Room:
                 )
                 m.keyframe = True
                 members[m.player_id] = m
-                players[m.player_id] = quantize(dict(snapshot["players"][pid]))
+                players[m.player_id] = _plain(dict(snapshot["players"][pid]))
                 if link is None and connected:
                     room._absent.append(m.player_id)
             state = rules.load(snapshot["state"])
@@ -1285,7 +1360,7 @@ class Room:
             return
         pid = req.player_id
         error: RoomError | None = None
-        if w.stop is not None:
+        if w.stop is not None or self._stop_request is not None:
             error = RoomClosed(f"room {self.code} is closing")
         elif pid in w.members:
             error = RoomError("already in this room", code="already_joined")
@@ -1303,7 +1378,7 @@ class Room:
         players = w.players_w()
         host = w.host
         members[pid] = m
-        entity = quantize(dict(self.rules.player_entity(pid, self.seed)))
+        entity = _plain(dict(self.rules.player_entity(pid, self.seed)))
         entity["seq"] = 0
         players[pid] = entity
         if w.host is None:
@@ -1326,19 +1401,19 @@ class Room:
         if reply.abandoned:
             return
         old = w.members.get(req.player_id)
-        if w.stop is not None:
+        if w.stop is not None or self._stop_request is not None:
             w.replies.append((reply, RoomClosed(f"room {self.code} is closing")))
             return
         if old is None:
-            w.replies.append(
-                (reply, RoomError("that seat is no longer held", code="not_a_member"))
-            )
+            w.replies.append((reply, RoomError("that seat is no longer held", code="not_a_member")))
             return
         m = _Member(old.player_id, old.name, old.seat, old.role, req.link)
         w.members_w()[m.player_id] = m
         w.room_changed = True
         if old.link is not None and old.link is not req.link and not old.link.closed:
-            w.effects.append(("close", old.link, CloseCode.REPLACED, "replaced by a newer connection"))
+            w.effects.append(
+                ("close", old.link, CloseCode.REPLACED, "replaced by a newer connection")
+            )
         if not old.connected:
             w.journal.append(("c", m.player_id))
             self._step_quiet(w, PlayerReconnected(m.player_id))
@@ -1470,7 +1545,10 @@ class Room:
             if kind == "f32":
                 if tv is not float and tv is not int:
                     raise _Refused("invalid_input", f"field {key!r} must be a number")
-                value = f32(value)
+                try:  # protocol.f32's rounding, inlined: this runs for every input field
+                    value = _f32_unpack(_f32_pack(value))[0]
+                except OverflowError:
+                    value = math.inf
                 if not math.isfinite(value):
                     raise _Refused("invalid_input", f"field {key!r} must be a finite number")
             elif kind == "int":

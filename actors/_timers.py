@@ -86,9 +86,7 @@ class Timers:
         """Disarm and return the timers whose deadline is ``<= now``, in firing order."""
         if now < self._earliest:
             return []
-        due = sorted(
-            (entry, name) for name, entry in self._timers.items() if entry[0] <= now
-        )
+        due = sorted((entry, name) for name, entry in self._timers.items() if entry[0] <= now)
         for _, name in due:
             del self._timers[name]
         self._recompute()

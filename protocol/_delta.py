@@ -264,7 +264,10 @@ def f32(x: float) -> float:
 
 
 def quantize(value: Any) -> Any:
-    """Return ``value`` with every float rounded to binary32 (see ``f32``)."""
+    """Return ``value`` with every float rounded to binary32 (see ``f32``).
+
+    Works on states and on deltas alike (the value inside a ``Replace`` too).
+    """
     t = type(value)
     if t is float:
         return f32(value)
@@ -272,4 +275,6 @@ def quantize(value: Any) -> Any:
         return {k: quantize(v) for k, v in value.items()}
     if t is list:
         return [quantize(v) for v in value]
+    if t is Replace:
+        return Replace(quantize(value.value))
     return value

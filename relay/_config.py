@@ -13,7 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["Config", "ConfigError"]
+__all__ = ["TRANSPORTS", "Config", "ConfigError"]
+
+#: server transports: "websocket" (trio-websocket, reader/writer tasks, TLS) and
+#: "fast" (tick-polled: the room's tick reads and writes member sockets itself)
+TRANSPORTS = ("websocket", "fast")
 
 
 class ConfigError(ValueError):
@@ -59,8 +63,11 @@ class Config:
             raise ConfigError(f"port must be 0..65535, got {self.port}")
         if self.http_port is not None and not 0 <= self.http_port <= 65535:
             raise ConfigError(f"http_port must be 0..65535, got {self.http_port}")
-        if self.transport not in ("websocket",):
-            raise ConfigError(f"unknown transport {self.transport!r} (known: websocket)")
+        if self.transport not in TRANSPORTS:
+            known = ", ".join(TRANSPORTS)
+            raise ConfigError(f"unknown transport {self.transport!r} (known: {known})")
+        if self.transport == "fast" and self.tls_cert:
+            raise ConfigError("TLS runs on the websocket transport: use --transport websocket")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("--tls-cert and --tls-key go together")
         if not 1 <= self.tick_rate <= 120:

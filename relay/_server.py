@@ -155,7 +155,12 @@ class Relay:
     async def _listen(self, *, task_status: trio.TaskStatus[int]) -> None:
         with trio.CancelScope() as scope:
             self._listener_scope = scope
-            await serve_websocket_transport(self, task_status=task_status)
+            if self.config.transport == "fast":
+                from ._transport_fast import serve_fast_transport
+
+                await serve_fast_transport(self, task_status=task_status)
+            else:
+                await serve_websocket_transport(self, task_status=task_status)
 
     async def shutdown(self, *, timeout: float = 5.0) -> None:
         """Stop accepting, close every client with 1001, let rooms finish their tick."""
@@ -195,14 +200,15 @@ class Relay:
     def metrics(self) -> dict[str, Any]:
         s = self.stats
         reg = self.registry.statistics()
-        buckets = [0] * (len(TICK_HISTOGRAM_BOUNDS) + 1)
-        tick_sum = 0.0
-        overruns = 0
+        retired = reg.retired
+        buckets = list(retired.tick_histogram) or [0] * (len(TICK_HISTOGRAM_BOUNDS) + 1)
+        tick_sum = retired.tick_seconds
+        overruns = retired.overruns
         for handle in self.registry.rooms():
             rs = handle.statistics()
             for i, n in enumerate(rs.tick_histogram):
                 buckets[i] += n
-            tick_sum += sum(rs.tick_durations)  # TODO
+            tick_sum += rs.tick_seconds_total
             overruns += rs.overruns
         cumulative = []
         running = 0

@@ -22,6 +22,7 @@ from protocol import (
     CloseCode,
     Create,
     Error,
+    Event,
     Frame,
     Hello,
     Input,
@@ -80,14 +81,7 @@ class Session:
     # The transport calls this for every decoded frame, in order.
     async def on_frame(self, frame: Frame) -> None:
         if self.phase == "room":
-            if type(frame) is Ping:
-                self.link.send_frame_nowait(Pong(frame.nonce))
-            elif isinstance(frame, _ROOM_FRAMES):
-                self.link.deliver(frame)
-            else:
-                self._error(
-                    "in_room", f"{type(frame).__name__} is not allowed inside a room", frame
-                )
+            self.on_room_frame(frame)
             return
         if self.phase == "hello":
             await self._on_hello(frame)
@@ -95,11 +89,28 @@ class Session:
         if self.phase == "lobby":
             await self._on_lobby(frame)
 
+    def on_room_frame(self, frame: Frame) -> None:
+        """A frame of a client that is in a room. Never blocks, so a room's tick may call
+        it (the tick-polled transport does): room frames go to ``Link.deliver``, pings are
+        answered, anything else gets an ``in_room`` error frame."""
+        if type(frame) is Ping:
+            self.link.send_frame_nowait(Pong(frame.nonce))
+        elif isinstance(frame, _ROOM_FRAMES):
+            self.link.deliver(frame)
+        else:
+            self._error("in_room", f"{type(frame).__name__} is not allowed inside a room", frame)
+
     def on_detached(self, reason: str) -> None:
-        """The room let go of this member; the connection stays open in the lobby."""
+        """The room let go of this member; the connection stays open in the lobby.
+
+        The client is told with ``Event("left", {"code", "reason"})``: until then it
+        cannot know when a Create or Join of its own would be taken (protocol.md).
+        """
         if self.phase == "room":
+            code = self.room_code
             self.phase = "lobby"
             self.room_code = None
+            self.link.send_frame_nowait(Event("left", {"code": code, "reason": reason}))
 
     # -- hello ----------------------------------------------------------------
 
@@ -198,18 +209,15 @@ class Session:
         assert identity is not None
         if identity.room is not None:
             return await self._join(self.relay.registry.get(identity.room.upper()), frame)
-        registry = self.relay.registry
-        last: RoomError | None = None
-        for _ in range(8):  # a race can fill the chosen room; try the next one
-            handle = registry.quick_join_target(frame.mode)
-            try:
-                return await self._join(handle, frame)
-            except RoomError as exc:
-                if exc.code not in ("room_full", "game_in_progress", "room_closed"):
-                    raise
-                last = exc
-        assert last is not None
-        raise last
+        _handle, result = await self.relay.registry.quick_join(
+            frame.mode,
+            identity.player_id,
+            identity.name,
+            self.link,
+            frame.id,
+            role=identity.role,
+        )
+        return result
 
     def _error(self, code: str, message: str, frame: Frame | None) -> None:
         ref = frame.frame_id() if frame is not None else None

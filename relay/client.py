@@ -52,6 +52,8 @@ __all__ = ["ClientError", "RelayClient", "RpcError", "connect"]
 
 log = logging.getLogger("relay.client")
 
+_FIRST_REQUEST_ID = 1 << 32
+
 
 class ClientError(Exception):
     """The relay answered a request with an error frame. ``code`` is the error code."""
@@ -102,7 +104,10 @@ class RelayClient:
         self.signals: deque[Signal] = deque(maxlen=1024)
         self.stats = ClientStatistics()
         self.rpc_handlers: dict[str, Callable[[str | None, Any], Any]] = {}
-        self._ids = itertools.count(1)
+        # Error.ref names a request id or an input seq (which counts 1, 2, 3...):
+        # request ids start far above any seq so an input's error never
+        # resolves a pending request.
+        self._ids = itertools.count(_FIRST_REQUEST_ID)
         self._seq = 0
         self._pending: dict[int, _Pending] = {}
         self._changed = trio.Event()
@@ -147,9 +152,12 @@ class RelayClient:
         assert self.code is not None
         return self.code
 
-    async def leave(self) -> None:
+    async def leave(self, *, timeout: float = 10.0) -> None:
+        """Leave the room; returns once the relay has put this client back in the lobby
+        (its ``Event("left")``), so a ``create`` or ``join`` right after is taken."""
         await self.send(Leave(next(self._ids)))
-        self.code = None
+        if self.code is not None:
+            await self.wait_for(lambda c: c.code is None, timeout=timeout)
 
     async def send_input(self, changes: Mapping[str, Any]) -> int:
         """Send a delta of this player's own entity; returns its sequence number."""

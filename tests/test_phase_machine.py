@@ -577,6 +577,7 @@ class QuizGame(RuleBasedStateMachine):
         assert expect is not False, f"{event} accepted, model says it is not"
         assert RULES.dump(before) == frozen, "step mutated the old state"
         COUNTS["accepted"] += 1
+        check_state(new)
         self.check_step(before, new, actions)
         self.state = new
         return actions
@@ -750,9 +751,7 @@ class QuizGame(RuleBasedStateMachine):
                     and not (phase == "voting" and e.id == self.state.eliminated)
                 ]
                 votes = (
-                    self.state.eliminate_votes
-                    if phase == "elimination"
-                    else (self.state.final_votes)
+                    self.state.eliminate_votes if phase == "elimination" else self.state.final_votes
                 )
                 kind = VoteEliminate if phase == "elimination" else VoteFinal
                 self.step(

@@ -491,6 +491,10 @@ def test_dump_load_round_trip_and_errors():
         RULES.load({**data, "format": 99})
     with pytest.raises(ValueError, match="mapping"):
         RULES.load([])
+    with pytest.raises(ValueError, match="unknown phase"):
+        RULES.load({**data, "phase": "intermission"})
+    with pytest.raises(ValueError, match="round 13 of 8"):
+        RULES.load({**data, "round": 13})
 
 
 @pytest.mark.parametrize(

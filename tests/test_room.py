@@ -8,6 +8,7 @@ import msgpack
 import pytest
 import trio
 import trio.testing
+from fakes import ClientMirror, FakeLink, MemorySink, ToyRules
 
 from actors._arena import ArenaRules
 from actors._errors import MailboxFull, RoomClosed, RoomError, RoomFull
@@ -31,8 +32,6 @@ from protocol import (
     f32,
 )
 from protocol import Event as EventFrame
-
-from fakes import ClientMirror, FakeLink, MemorySink, ToyRules
 
 PERIOD = 1 / 20
 
@@ -95,7 +94,8 @@ async def test_ticks_hold_the_rate_for_minutes_without_drift(autojump_clock):
         assert tick == n
         assert at == t0 + n / 20  # exactly on the absolute grid: no accumulated error
     stats = room.statistics()
-    assert (stats.ticks, stats.overruns, stats.skipped_deadlines, stats.late_ticks) == (2400, 0, 0, 0)
+    assert (stats.ticks, stats.overruns, stats.skipped_deadlines) == (2400, 0, 0)
+    assert stats.late_ticks == 0
     assert len(stats.tick_durations) == room.config.tick_samples
     assert sum(stats.tick_histogram) == 2400
 
@@ -233,20 +233,33 @@ async def test_one_frame_per_member_per_tick_and_one_body_per_codec(autojump_clo
         nursery.cancel_scope.cancel()
 
 
-async def test_a_quiet_tick_sends_nothing(autojump_clock):
+async def test_a_quiet_tick_sends_nothing_and_back_follows_each_member(autojump_clock):
     room = make_room()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(room.run)
         a = await join(room, "a")
+        b = await join(room, "b")
         await ticks(room, 2)
-        count = len(a.sent)
+        mirrors = [mirror_of(a), mirror_of(b)]
+        counts = (len(a.sent), len(b.sent))
         await ticks(room, 20)
-        assert len(a.sent) == count
-        a.push(Ping(7))  # a message alone is worth a frame
+        assert (len(a.sent), len(b.sent)) == counts
+        a.push(Ping(7))  # a message alone is worth a frame, to its addressee only
         await ticks(room, 1)
-        assert len(a.sent) == count + 1
+        assert (len(a.sent), len(b.sent)) == (counts[0] + 1, counts[1])
         frame = a.frames()[-1]
         assert type(frame) is State and frame.delta == {} and frame.msgs == (Pong(7),)
+        assert frame.back == frame.tick - mirrors[0].tick >= 21
+        await ticks(room, 3)
+        b.push(Input(1, {"x": 3.0}))
+        await ticks(room, 1)
+        # a and b were last sent different ticks: same delta, each with its own base
+        fa, fb = a.frames()[-1], b.frames()[-1]
+        assert fa.tick == fb.tick and fa.delta == fb.delta
+        assert fa.back == 4
+        assert fb.back == fb.tick - mirrors[1].tick >= 25
+        for mirror in mirrors:
+            assert mirror.update() == room.public_state
         nursery.cancel_scope.cancel()
 
 
@@ -270,7 +283,9 @@ async def test_a_member_that_was_not_ready_gets_one_coalesced_delta(autojump_clo
         await ticks(room, 1)
         assert len(b.sent) == count + 1
         frame = b.frames()[-1]
-        assert type(frame) is State and frame.back == 11
+        assert type(frame) is State
+        assert frame.back == frame.tick - mirror.tick  # from the last state it was sent
+        assert frame.back >= 11
         assert [type(m) for m in frame.msgs] == [Error]
         assert mirror.update() == room.public_state
         assert room.statistics().catch_ups_sent == 1
@@ -320,6 +335,24 @@ async def test_a_slow_member_is_closed_and_the_others_keep_their_rate(autojump_c
         assert [m.player_id for m in room.members()] == ["a", "c"]
         assert room.statistics().slow_closed == 1
         assert mirror_of(c).state == room.public_state
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_stall_is_forgotten_once_the_member_reads_again(autojump_clock):
+    room = make_room(config=RoomConfig(max_lag_ticks=10, history_ticks=8))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(room.run)
+        a = await join(room, "a")
+        b = await join(room, "b")
+        mirror = mirror_of(b)
+        for step in range(1, 40):
+            b.is_ready = step % 20 >= 5  # two stalls of 4 and 5 ticks, 15 ticks apart
+            a.push(Input(step, {"x": float(step)}))
+            await ticks(room, 1)
+        assert not b.closed
+        assert room.statistics().keyframes_sent == 2  # the two Joined frames only
+        assert room.statistics().catch_ups_sent == 2
+        assert mirror.update() == room.public_state
         nursery.cancel_scope.cancel()
 
 
@@ -380,7 +413,10 @@ async def test_send_to_broadcast_and_private_views(autojump_clock):
             EventFrame("shout", {"from": "a"}),
             EventFrame("private", {"secret": 1}),
         ]
-        assert events_b == [EventFrame("whisper", {"from": "a"}), EventFrame("shout", {"from": "a"})]
+        assert events_b == [
+            EventFrame("whisper", {"from": "a"}),
+            EventFrame("shout", {"from": "a"}),
+        ]
         assert "secret" not in str(room.public_state)
         nursery.cancel_scope.cancel()
 
@@ -399,7 +435,8 @@ async def test_join_sends_joined_with_the_keyframe(autojump_clock):
         assert (joined.id, joined.code, joined.player_id, joined.seat) == (41, "ABCD", "a", 0)
         assert (result.seat, result.tick) == (0, joined.tick)
         assert joined.state == room.public_state
-        assert joined.state["room"]["members"] == {"a": {"name": "Ann", "seat": 0, "connected": True}}
+        members = joined.state["room"]["members"]
+        assert members == {"a": {"name": "Ann", "seat": 0, "connected": True}}
         assert joined.state["room"]["host"] == "a"
         entity = joined.state["players"]["a"]
         assert set(entity) == {"x", "y", "angle", "hp", "seq"} and 0 <= entity["x"] < 100
@@ -407,12 +444,11 @@ async def test_join_sends_joined_with_the_keyframe(autojump_clock):
 
 
 async def test_join_refusals(autojump_clock):
-    rules = ToyRules(seats=2)
-    room = make_room(rules)
+    room = make_room(ToyRules(seats=2))
     handle = RoomHandle(room)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(room.run)
-        a = await join(room, "a")
+        await join(room, "a")
         with pytest.raises(RoomError) as info:
             await handle.join("a", "A", FakeLink("a"), 2)
         assert info.value.code == "already_joined"
@@ -421,19 +457,28 @@ async def test_join_refusals(autojump_clock):
         with pytest.raises(RoomFull):
             await handle.join("c", "C", late, 3)
         assert late.sent == [] and late.detached is None  # the link is still the caller's
-        room2 = Room(ToyRules(), code="WXYZ", mode="toy")
-        nursery.start_soon(room2.run)
-        await join(room2, "a")
-        room2.rules  # noqa: B018
-        a2 = FakeLink("a2")
-        (await join(room2, "h")).push(Rpc(1, "room", "start"))
-        await ticks(room2, 2)
-        with pytest.raises(RoomError) as info:
-            await RoomHandle(room2).join("z", "Z", a2, 1)
-        assert info.value.code == "game_in_progress"
         with pytest.raises(ValueError):
             room.join_nowait("q", "Q", FakeLink("q"), -1)
-        del a
+        with pytest.raises(RoomError) as info:
+            room.join_nowait("q", "Q" * 65, FakeLink("q"), 1)
+        assert info.value.code == "invalid_name"
+        with pytest.raises(RoomError) as info:
+            room.join_nowait("q", "Q", FakeLink("q"), 1, "spectator")
+        assert info.value.code == "not_supported"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_game_in_progress_takes_no_one(autojump_clock):
+    room = make_room(ToyRules())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(room.run)
+        host = await join(room, "h")
+        host.push(Rpc(1, "room", "start"))
+        await ticks(room, 1)
+        assert not room.accepting
+        with pytest.raises(RoomError) as info:
+            await RoomHandle(room).join("z", "Z", FakeLink("z"), 1)
+        assert info.value.code == "game_in_progress"
         nursery.cancel_scope.cancel()
 
 
@@ -666,7 +711,13 @@ async def test_restore_without_a_link_drops_the_seat(autojump_clock):
 
 async def test_restore_refuses_bad_snapshots():
     good_rules = ToyRules()
-    for bad in ({}, {"version": 99}, {"version": 1, "rules": "arena"}, {"version": 1, "rules": "toy"}):
+    bad_snapshots = (
+        {},
+        {"version": 99},
+        {"version": 1, "rules": "arena"},
+        {"version": 1, "rules": "toy"},
+    )
+    for bad in bad_snapshots:
         with pytest.raises(InvalidSnapshot):
             Room.restore(bad, good_rules)
 
@@ -685,6 +736,13 @@ async def test_a_full_mailbox_refuses_without_blocking(autojump_clock):
     assert room.statistics().mailbox_depth == 4
     assert room.free_seats == 4  # the 4 waiting joins hold their seats
     assert not any(r.done for r in replies)
+    room.stop_nowait("maintenance")  # a stop gets through a full mailbox
+    with trio.fail_after(1):
+        await room.run()
+    assert room.close_reason == "maintenance"
+    for reply in replies:
+        with pytest.raises(RoomClosed):
+            reply.result()
 
 
 async def test_mailbox_and_reply_basics(autojump_clock):

@@ -745,4 +745,13 @@ class QuizRules:
         return dump_state(state)
 
     def load(self, data: Mapping[str, Any]) -> QuizState:
-        return load_state(data)
+        """The state ``dump`` wrote; ``ValueError`` naming the field if it is damaged."""
+        state = load_state(data)
+        if state.phase not in QUIZ_TABLE.phases:
+            raise ValueError(f"quiz checkpoint: unknown phase {state.phase!r}")
+        if len(state.questions) < state.rounds or not 0 <= state.round <= state.rounds:
+            raise ValueError(
+                f"quiz checkpoint: round {state.round} of {state.rounds} "
+                f"with {len(state.questions)} questions"
+            )
+        return state
