@@ -9,6 +9,7 @@ arena (``ArenaRules``). Nothing here imports relay/, redis or a WebSocket librar
 
 from ._arena import ARENA_MAX_PLAYERS, ArenaRules, ArenaState
 from ._clock import Clock
+from ._diagram import mermaid
 from ._errors import (
     InvalidTransition,
     MailboxFull,
@@ -37,6 +38,7 @@ from ._logic import (
     TimerExpired,
 )
 from ._mailbox import JoinRequest, LeaveRequest, Mailbox, ReconnectRequest, Reply, Stop
+from ._phase import PhaseMachine, TransitionTable
 from ._registry import (
     CODE_ALPHABET,
     RegistryStatistics,
@@ -87,6 +89,7 @@ __all__ = [
     "Mailbox",
     "MailboxFull",
     "MemberInfo",
+    "PhaseMachine",
     "PlayerDisconnected",
     "PlayerJoined",
     "PlayerLeft",
@@ -116,5 +119,7 @@ __all__ = [
     "SupervisorStatistics",
     "TimerExpired",
     "Timers",
+    "TransitionTable",
+    "mermaid",
     "normalize_code",
 ]

@@ -241,6 +241,17 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return total
 
 
+def core_busy_seconds() -> list[float]:
+    """Busy (non-idle) CPU seconds of each core since boot, in core order."""
+    import psutil
+
+    out = []
+    for t in psutil.cpu_times(percpu=True):
+        idle = t.idle + getattr(t, "iowait", 0.0)
+        out.append(sum(t) - idle - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0))
+    return out
+
+
 def rss_bytes(pid: int) -> int | None:
     import psutil
 
@@ -681,6 +692,17 @@ def fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+def console_for_tables() -> Any:
+    """A rich console for result tables: the terminal's width, or 160 columns when the
+    output goes to a file or a pipe (so no column is cut)."""
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    return console
+
+
 @contextlib.contextmanager
 def progress(enabled: bool = True) -> Iterator[Any]:
     """A rich progress display on stderr (a silent stand-in when ``enabled`` is False)."""
@@ -711,3 +733,341 @@ class _NoProgress:
 
     def remove_task(self, *args: Any, **kwargs: Any) -> None:
         pass
+
+
+# -- one load run -------------------------------------------------------------
+
+_SUM_KEYS = (
+    "clients",
+    "joined",
+    "failed",
+    "dropped",
+    "dropped_in_window",
+    "bytes_in",
+    "bytes_out",
+    "msgs_in",
+    "keyframes",
+    "keyframe_bytes",
+    "deltas",
+    "delta_bytes",
+    "inputs_sent",
+    "rpcs_sent",
+    "rpcs_answered",
+    "rpcs_ok",
+    "rpcs_received",
+    "signals_sent",
+    "signals_received",
+    "cpu_seconds",
+    "arrivals",
+)
+_DICT_KEYS = ("fail_reasons", "drop_reasons", "rpc_errors", "other_frames")
+_HIST_KEYS = ("latency", "rpc_latency", "signal_latency", "send_lag")
+
+
+def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Add up the ``result`` messages of several workers (histograms merge)."""
+    out: dict[str, Any] = {k: 0 for k in _SUM_KEYS}
+    for k in _DICT_KEYS:
+        out[k] = {}
+    hists = {k: LatencyHistogram() for k in _HIST_KEYS}
+    stages: dict[str, LatencyHistogram] = {}
+    verify = {"clients": 0, "frames": 0, "mismatches": 0, "desyncs": 0, "shortcut_errors": 0}
+    examples: list[str] = []
+    out["frames_per_client"] = []
+    out["keyframe_equivalent_bytes"] = []
+    out["window_seconds"] = 0.0
+    out["tick_rate"] = 0.0
+    for r in results:
+        for k in _SUM_KEYS:
+            out[k] += r.get(k, 0)
+        for k in _DICT_KEYS:
+            for name, n in r.get(k, {}).items():
+                out[k][name] = out[k].get(name, 0) + n
+        for k in _HIST_KEYS:
+            if k in r:
+                hists[k].merge(r[k])
+        for name, h in r.get("stages", {}).items():
+            stages.setdefault(name, LatencyHistogram()).merge(h)
+        v = r.get("verify", {})
+        for k in verify:
+            verify[k] += v.get(k, 0)
+        examples.extend(v.get("examples", []))
+        out["frames_per_client"].extend(r.get("frames_per_client", []))
+        out["keyframe_equivalent_bytes"].extend(r.get("keyframe_equivalent_bytes", []))
+        out["window_seconds"] = max(out["window_seconds"], r.get("window_seconds", 0.0))
+        out["tick_rate"] = max(out["tick_rate"], r.get("tick_rate", 0.0) or 0.0)
+    out["hists"] = hists
+    out["stages"] = stages
+    out["verify"] = {**verify, "examples": examples[:5]}
+    return out
+
+
+@dataclass
+class LoadSpec:
+    """One load run: a fresh server, ``clients`` clients in rooms, one window.
+
+    ``target`` is ``"relay"`` (``relay serve``) or ``"baseline"``
+    (``bench.echo_baseline``). ``worker`` holds the per-worker spec keys of
+    ``bench.loadgen.Worker`` that the suite sets (rates, mode...)."""
+
+    target: str
+    clients: int
+    room_size: int = 8
+    server_cpus: Sequence[int] | None = None
+    client_cpus: Sequence[int] | None = None
+    workers: int = 1
+    seed: int = 1
+    warmup: float = 3.0
+    duration: float = 10.0
+    transport: str = "websocket"
+    server_args: Sequence[str] = ()
+    worker: dict[str, Any] = field(default_factory=dict)
+    setup_timeout: float = 60.0
+    label: str = ""
+
+
+def server_command(spec: LoadSpec, data_dir: str) -> list[str]:
+    rooms = -(-spec.clients // max(1, spec.room_size))
+    if spec.target == "baseline":
+        return [sys.executable, "-m", "bench.echo_baseline", "--port", "0"]
+    return [
+        sys.executable,
+        "-m",
+        "relay",
+        "serve",
+        "--port",
+        "0",
+        "--http-port",
+        "0",
+        "--allow-anonymous",
+        "--log-level",
+        "error",
+        "--transport",
+        spec.transport,
+        "--max-rooms",
+        str(max(2000, rooms + 64)),
+        "--max-connections",
+        str(max(10000, spec.clients + 256)),
+        "--data-dir",
+        data_dir,
+        *spec.server_args,
+    ]
+
+
+def worker_specs(spec: LoadSpec, port: int) -> list[dict[str, Any]]:
+    """Whole rooms per worker, as even as rooms allow."""
+    size = max(1, spec.room_size)
+    rooms = -(-spec.clients // size)
+    n = max(1, min(spec.workers, rooms))
+    specs = []
+    first_room = 0
+    for w in range(n):
+        count = rooms // n + (1 if w < rooms % n else 0)
+        first = first_room * size
+        last = min(spec.clients, (first_room + count) * size)
+        first_room += count
+        if last <= first:
+            continue
+        extra = dict(spec.worker)
+        if "storm_rate" in extra:  # a total rate: each worker takes its share
+            extra["storm_rate"] = float(extra["storm_rate"]) * (last - first) / spec.clients
+        specs.append(
+            {
+                "host": "127.0.0.1",
+                "port": port,
+                "room_size": size,
+                "first_index": first,
+                "clients": last - first,
+                "seed": spec.seed,
+                "setup_timeout": spec.setup_timeout,
+                **extra,
+            }
+        )
+    return specs
+
+
+def run_load(spec: LoadSpec, bar: Any, *, task_note: str = "") -> dict[str, Any]:
+    """Run one load step and return the raw figures (see the suites for the summary).
+
+    Raises ``BenchError`` when the server does not start or dies, or a worker fails.
+    """
+    storm = spec.worker.get("mode") == "storm"
+    note = task_note or f"{spec.target} {spec.clients} clients"
+    with tempfile.TemporaryDirectory(prefix="roomwire-bench-") as data_dir:
+        server = ServerProcess(
+            server_command(spec, data_dir),
+            cpus=spec.server_cpus,
+            expect_http=spec.target == "relay",
+        )
+        with server:
+            specs = worker_specs(spec, server.port)
+            pool = WorkerPool(specs, spec.client_cpus)
+            with pool:
+                return _drive(spec, server, pool, bar, note, storm)
+
+
+def _drive(
+    spec: LoadSpec, server: ServerProcess, pool: WorkerPool, bar: Any, note: str, storm: bool
+) -> dict[str, Any]:
+    n_workers = len(pool.specs)
+    setup: dict[str, Any] = {"joined": 0, "failed": 0, "setup_seconds": 0.0, "fail_reasons": {}}
+    if not storm:
+        task = bar.add_task("connect", total=spec.clients, note=note)
+        progress_by: dict[int, int] = {}
+        ready: dict[int, dict[str, Any]] = {}
+        deadline = time.monotonic() + spec.setup_timeout + 30.0
+        while len(ready) < n_workers:
+            if time.monotonic() > deadline:
+                raise BenchError("the clients did not finish connecting in time")
+            if not server.alive():
+                raise BenchError(f"the server died while clients connected: {server.stderr()}")
+            got = pool.get(0.25)
+            if got is None:
+                continue
+            i, msg = got
+            if msg["type"] == "progress":
+                progress_by[i] = msg["joined"] + msg["failed"]
+            elif msg["type"] == "ready":
+                ready[i] = msg
+                progress_by[i] = msg["joined"] + msg["failed"]
+            bar.update(task, completed=sum(progress_by.values()))
+        bar.remove_task(task)
+        for msg in ready.values():
+            setup["joined"] += msg["joined"]
+            setup["failed"] += msg["failed"]
+            setup["setup_seconds"] = max(setup["setup_seconds"], msg["setup_seconds"])
+            for k, v in msg.get("fail_reasons", {}).items():
+                setup["fail_reasons"][k] = setup["fail_reasons"].get(k, 0) + v
+    t_go = time.monotonic() + 0.2
+    t0 = t_go + (0.0 if storm else spec.warmup)
+    t1 = t0 + (spec.duration if not storm else 0.0)
+    pool.broadcast({"cmd": "go", "t_go": t_go, "t0": t0, "t1": t1 if not storm else 1e18})
+    worker_pids = pool.pids()
+    if not storm and spec.warmup > 0:
+        task = bar.add_task("warm-up", total=spec.warmup, note=note)
+        warmup = spec.warmup
+        wait_until(t0, lambda: bar.update(task, completed=min(warmup, time.monotonic() - t_go)))
+        bar.remove_task(task)
+    else:
+        wait_until(t0)
+    # the window opens: sample the server and the load generator
+    m0 = _scrape(server)
+    busy0 = core_busy_seconds()
+    s_cpu0, w_cpu0, wall0 = cpu_seconds([server.pid]), cpu_seconds(worker_pids), time.monotonic()
+    total = spec.duration if not storm else spec.worker.get("storm_duration", 1.0)
+    task = bar.add_task("measure" if not storm else "storm", total=total, note=note)
+    results: dict[int, dict[str, Any]] = {}
+    end_by = t1 + 30.0 + (spec.setup_timeout if storm else 0.0) + (total if storm else 0.0)
+    sampled_end = False
+    m1: dict[str, Any] | None = None
+    s_cpu1 = w_cpu1 = wall1 = 0.0
+    busy1: list[float] = []
+    rss = None
+    while len(results) < n_workers:
+        now = time.monotonic()
+        if now > end_by:
+            raise BenchError("the load generator did not report in time")
+        if not storm and not sampled_end and now >= t1:
+            m1 = _scrape(server)
+            s_cpu1, w_cpu1, wall1 = cpu_seconds([server.pid]), cpu_seconds(worker_pids), now
+            busy1 = core_busy_seconds()
+            rss = rss_bytes(server.pid)
+            sampled_end = True
+        if not server.alive():
+            raise BenchError(f"the server died during the run: {server.stderr()}")
+        bar.update(task, completed=min(total, now - t0))
+        wait = (t1 - now) if (not storm and not sampled_end) else 0.2
+        got = pool.get(min(0.2, max(0.0, wait)))
+        if got is None:
+            continue
+        i, msg = got
+        if msg["type"] == "result":
+            results[i] = msg
+    if storm or not sampled_end:
+        m1 = _scrape(server)
+        s_cpu1, w_cpu1, wall1 = (
+            cpu_seconds([server.pid]),
+            cpu_seconds(worker_pids),
+            time.monotonic(),
+        )
+        busy1 = core_busy_seconds()
+        rss = rss_bytes(server.pid)
+    bar.remove_task(task)
+    merged = merge_results([results[i] for i in sorted(results)])
+    wall = max(1e-9, wall1 - wall0)
+    server_cpu = 100.0 * (s_cpu1 - s_cpu0) / wall
+    loadgen_cpu = 100.0 * (w_cpu1 - w_cpu0) / wall
+    cores_busy = [100.0 * (b - a) / wall for a, b in zip(busy0, busy1, strict=False)]
+
+    def busy_on(cpus: Sequence[int] | None) -> float | None:
+        if not cpus or not cores_busy:
+            return None
+        return sum(cores_busy[c] for c in cpus if c < len(cores_busy))
+
+    server_cores = busy_on(spec.server_cpus)
+    client_cores = busy_on(spec.client_cpus)
+    return {
+        "spec": spec,
+        "setup": setup,
+        "clients": merged,
+        "server": {
+            "cpu_percent": 100.0 * (s_cpu1 - s_cpu0) / wall,
+            "rss_bytes": rss,
+            "metrics_before": m0,
+            "metrics_after": m1,
+            "window_seconds": wall,
+            # CPU that other processes took on the server's cores in the window:
+            # the machine may be shared, and a busy neighbour skews the figures
+            "other_load_percent": (
+                None if server_cores is None else max(0.0, server_cores - server_cpu)
+            ),
+        },
+        "loadgen_cpu_percent": loadgen_cpu,
+        "loadgen_other_load_percent": (
+            None if client_cores is None else max(0.0, client_cores - loadgen_cpu)
+        ),
+        "cores_busy_percent": [round(x, 1) for x in cores_busy],
+        "server_command": server.full_cmd,
+        "worker_commands": pool.commands,
+        "workers": len(pool.specs),
+    }
+
+
+def _scrape(server: ServerProcess) -> dict[str, Any] | None:
+    if server.http_port is None:
+        return None
+    try:
+        return scrape_metrics(server.http_port)
+    except (OSError, ValueError):
+        return None
+
+
+def metric_delta(run: dict[str, Any], name: str) -> float | None:
+    """A counter's increase over the window, from the two /metrics scrapes."""
+    a = run["server"]["metrics_before"]
+    b = run["server"]["metrics_after"]
+    if not a or not b or name not in b:
+        return None
+    return b[name] - a.get(name, 0.0)
+
+
+def tick_figures(run: dict[str, Any]) -> dict[str, float | None]:
+    """Tick duration p50/p99/max bound (ms) and overruns over the window."""
+    a = run["server"]["metrics_before"] or {}
+    b = run["server"]["metrics_after"] or {}
+    buckets = bucket_delta(
+        a.get("relay_tick_duration_seconds_bucket"), b.get("relay_tick_duration_seconds_bucket")
+    )
+
+    def ms(x: float | None) -> float | None:
+        return None if x is None else round(x * 1000.0, 3)
+
+    overruns = metric_delta(run, "relay_tick_overruns_total")
+    count = buckets[-1][1] if buckets else None
+    return {
+        "ticks": count,
+        "p50_ms": ms(histogram_quantile(0.50, buckets)),
+        "p99_ms": ms(histogram_quantile(0.99, buckets)),
+        "max_le_ms": ms(histogram_max_bound(buckets)) if buckets else None,
+        "overruns": overruns,
+    }

@@ -315,6 +315,8 @@ class _Bot:
             return
         if phase not in THINK:
             return
+        if phase == "question":
+            self._answer = None  # a new round: last round's answer is no longer in the pool
         await self._think(*THINK[phase])
         if _phase_key(client) != key or self._acted(client):
             return
@@ -350,7 +352,6 @@ class _Bot:
         """Bluff: a word from the list; one that is the true or robot answer is refused."""
         words = list(BLUFFS)
         self.rng.shuffle(words)
-        self._answer = None
         for word in words[:8]:
             refused = await self._call(client, "submit_answer", {"text": word}, _RETRY_BLUFF)
             if refused is None:

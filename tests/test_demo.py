@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from actors.quiz import TIMING_BOUNDS, normalise
 from protocol import CborCodec, Event, MsgpackCodec, RpcResult, State
-from relay._demo import FrameMeter, _MeteredCodec, phase_options
+from relay._cli import build_parser
+from relay._demo import FrameMeter, _Bot, _game, _MeteredCodec, phase_options, run_demo
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,8 +100,6 @@ def test_ctrl_c_stops_the_demo_with_a_report():
 
 
 def test_phase_options_are_short_and_legal():
-    from actors.quiz import TIMING_BOUNDS
-
     fast = phase_options(1.0)
     assert fast == {f"{p}_seconds": low for p, (low, _) in TIMING_BOUNDS.items()}
     slow = phase_options(0.25)
@@ -123,3 +123,29 @@ def test_meter_tells_deltas_from_keyframes_and_ignores_messages():
         # the messages riding along are not counted as state bytes
         assert (meter.delta_frames, meter.delta_bytes) == (2, 2 * len(delta))
         assert metered.encode(State(1, 0, state)) == codec.encode(State(1, 0, state))
+
+
+def test_a_bot_that_breaks_a_rule_is_reported_and_fails_the_run(monkeypatch, capsys):
+    play_fair = _Bot._choices
+
+    def vote_for_own_answer(self, client, *, exclude):
+        # the second bot votes for its own answer, which the room refuses (own_answer)
+        if self.index == 1 and self._answer is not None:
+            mine = normalise(self._answer)
+            return [e["id"] for e in _game(client)["answers"] if normalise(e["text"]) == mine]
+        return play_fair(self, client, exclude=exclude)
+
+    monkeypatch.setattr(_Bot, "_choices", vote_for_own_answer)
+    args = build_parser().parse_args(
+        ["demo", "--rooms", "1", "--players", "3", "--speed", "20", "--no-live", "--seed", "5"]
+    )
+    assert run_demo(args) == 1
+    out, err = capsys.readouterr()
+    assert "bot 2 failed: vote_eliminate was refused: own_answer" in out
+    assert "  bot 2: vote_eliminate was refused: own_answer" in out
+    # the other two play on to the end
+    assert re.search(
+        r"^Room \w{4} \(quiz8, msgpack\): final standings\n  1\. .*\n  2\. ", out, re.M
+    )
+    assert "1/1 games finished, 3 bots" in out
+    assert "relay demo: 1 bot error(s); see above" in err
