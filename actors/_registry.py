@@ -230,6 +230,13 @@ class RoomRegistry:
     def modes(self) -> frozenset[str]:
         return frozenset(self._rules)
 
+    def rules_for(self, mode: str) -> Rules:
+        """The rule set that plays ``mode``. Raises ``RoomError`` code ``unknown_mode``."""
+        rules = self._rules.get(mode) if type(mode) is str else None
+        if rules is None:
+            raise RoomError(f"no game mode {mode!r}", code="unknown_mode")
+        return rules
+
     async def run(
         self, *, task_status: trio.TaskStatus[RoomRegistry] = trio.TASK_STATUS_IGNORED
     ) -> None:

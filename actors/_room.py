@@ -43,7 +43,12 @@ Public state layout (what clients mirror)::
 
     {"room":    {"code", "mode", "host", "members": {pid: {"name", "seat", "connected"}}},
      "players": {pid: {**rules.player_entity(pid, seed), "seq": last input seq}},
-     "game":    rules.public_view(state)}
+     "game":    rules.public_view(state),
+     "voice":   {pid: {"channel", "muted", "muted_by_host", "key"}}}  (actors._voice)
+
+Relayed RPCs (targets other than "room"), their answers, and voice signals
+are routed in the compute stage too (``actors._rpc``, ``actors._voice``):
+they ride in the members' frames of the same tick.
 
 Floats in it are kept rounded to binary32 and tuples turned into lists, which
 is how they travel. Private data never enters it: ``rules.private_view`` goes to
@@ -109,7 +114,16 @@ from ._mailbox import (
     Reply,
     Stop,
 )
+from ._rpc import RpcSettings, RpcTable
+from ._rpc import answer as _rpc_answer
+from ._rpc import expire as _rpc_expire
+from ._rpc import member_gone as _rpc_member_gone
+from ._rpc import replay_buffered as _rpc_replay
+from ._rpc import route as _rpc_route
+from ._rpc import runtime_call as _runtime_call
+from ._text import clean_text
 from ._timers import Timers
+from ._voice import DEFAULT_MAX_SIGNAL_BYTES, VoiceState, relay_signal
 
 __all__ = [
     "TICK_HISTOGRAM_BOUNDS",
@@ -155,8 +169,18 @@ class RoomConfig:
     after this long. ``max_lifetime``: a room closes this long after creation.
     ``join_timeout``: how long a joining task waits for the room's answer.
     ``checkpoint_ttl``: seconds a checkpoint store keeps a snapshot/journal.
+    ``snapshot_interval``: with a checkpoint sink, a room that journalled
+    something writes a snapshot at most this long after its previous one
+    (0: only on ``Checkpoint`` actions, at start and when the sink asks).
     ``journal_ticks``: tick records of accepted inputs kept in memory since
     the last snapshot. ``tick_samples``: recent tick durations kept.
+
+    Relayed RPCs (``actors._rpc``): ``rpc_timeout`` seconds a call waits for
+    its answer, capped by ``rpc_timeout_max``; ``max_pending_rpcs`` calls one
+    caller may have waiting; ``max_buffered_rpcs`` buffered calls a room keeps.
+    ``max_signal_bytes``: payload cap of a voice signal. ``resume_issuer(code,
+    player_id, seat)`` returns the resume token sent in each ``Joined`` (the
+    relay seals one); None sends none.
     """
 
     tick_rate: float = 20.0
@@ -170,8 +194,15 @@ class RoomConfig:
     max_lifetime: float = 4 * 3600.0
     join_timeout: float = 5.0
     checkpoint_ttl: float = 24 * 3600.0
+    snapshot_interval: float = 5.0
     journal_ticks: int = 1200
     tick_samples: int = 256
+    rpc_timeout: float = 10.0
+    rpc_timeout_max: float = 60.0
+    max_pending_rpcs: int = 64
+    max_buffered_rpcs: int = 128
+    max_signal_bytes: int = DEFAULT_MAX_SIGNAL_BYTES
+    resume_issuer: Callable[[str, str, int], str | None] | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.tick_rate) and 0 < self.tick_rate <= 1000):
@@ -182,12 +213,29 @@ class RoomConfig:
         for name in ("max_input_str", "journal_ticks", "tick_samples"):
             if type(getattr(self, name)) is not int or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer")
-        for name in ("reconnect_grace", "empty_grace", "max_lifetime", "join_timeout"):
+        for name in (
+            "reconnect_grace",
+            "empty_grace",
+            "max_lifetime",
+            "join_timeout",
+            "snapshot_interval",
+        ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a non-negative number of seconds")
         if not (math.isfinite(self.checkpoint_ttl) and self.checkpoint_ttl > 0):
             raise ValueError("checkpoint_ttl must be a positive number of seconds")
+        if not (0 < self.rpc_timeout <= self.rpc_timeout_max < math.inf):
+            raise ValueError("rpc_timeout must be positive and at most rpc_timeout_max")
+        for name in ("max_pending_rpcs", "max_buffered_rpcs", "max_signal_bytes"):
+            if type(getattr(self, name)) is not int or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer")
+
+    @property
+    def rpc_settings(self) -> RpcSettings:
+        return RpcSettings(
+            self.rpc_timeout, self.rpc_timeout_max, self.max_pending_rpcs, self.max_buffered_rpcs
+        )
 
 
 class CheckpointSink(Protocol):
@@ -195,7 +243,11 @@ class CheckpointSink(Protocol):
 
     Both calls hand over msgpack bytes and must never block or raise for a
     store outage: the sink queues (bounded) and catches up on its own.
-    ``ttl`` is in seconds.
+    ``ttl`` is in seconds. A sink may also have ``room_closed(code, reason,
+    members)``, called once when the room closes for good (``members``: the
+    seats still taken), so it can drop the room's checkpoint. A sink that
+    refuses a journal entry with an exception whose ``needs_snapshot`` is
+    true gets a snapshot of that same tick at once.
     """
 
     def submit_snapshot_nowait(self, code: str, tick: int, data: bytes, ttl: float) -> None: ...
@@ -373,11 +425,14 @@ class _Work:
         "public",
         "replies",
         "room_changed",
+        "rpc",
+        "rpc_own",
         "state",
         "stop",
         "tick",
         "timers",
         "timers_own",
+        "voice",
     )
 
     def __init__(self, room: Room, now: float, tick: int) -> None:
@@ -390,6 +445,9 @@ class _Work:
         self.players_own = False
         self.timers: Timers = room._timers
         self.timers_own = False
+        self.rpc: RpcTable = room._rpc  # copy-on-write: actors._rpc.writable
+        self.rpc_own = False
+        self.voice: VoiceState = room._voice  # immutable: changes make a new one
         self.host: str | None = room._host
         self.room_changed = False
         self.msgs: dict[str, list[WireFrame]] = {}
@@ -550,9 +608,12 @@ class Room:
         self._journal: deque[tuple[int, float, list[tuple[Any, ...]]]] = deque(
             maxlen=config.journal_ticks
         )
+        self._next_snapshot_at = -math.inf  # wall clock; see _snapshot_due
+        self._rpc_settings = config.rpc_settings
         self._handlers: dict[type, Callable[[_Work, _Member, Any], bool]] = {
             Input: self._on_input,
             Rpc: self._on_rpc,
+            RpcResult: self._on_rpc_result,
             Leave: self._on_leave,
             Signal: self._on_signal,
             Ping: self._on_ping,
@@ -605,10 +666,15 @@ class Room:
             limit = min(limit, seat_limit(state))
         self.seats = limit
         self._accepting = rules.accepts_players(state)
+        # Relayed calls and voice are not checkpointed: a restored room starts
+        # without them (callers time out, players join their voice channel again).
+        self._rpc = RpcTable()
+        self._voice = VoiceState()
         self._public: dict[str, Any] = {
             "room": self._build_room_view(members, host, {}),
             "players": players,
             "game": _plain(rules.public_view(state)),
+            "voice": self._voice.view,
         }
 
     # -- introspection ------------------------------------------------------
@@ -676,7 +742,8 @@ class Room:
     def journal(self) -> list[tuple[int, float, list[tuple[Any, ...]]]]:
         """Per-tick records ``(tick, now, entries)`` of accepted inputs since the last
         snapshot: ``("i", pid, seq, fields)``, ``("r", pid, method, args)``,
-        ``("j", pid, name, seat, role)``, ``("l", pid, reason)``, ``("d", pid)``,
+        ``("j", pid, name, seat, role)``, ``("l", pid, reason)``,
+        ``("d", pid, grace_until)``,
         ``("c", pid)``, ``("t", name)``. Replaying them over the snapshot
         reproduces the room."""
         return list(self._journal)
@@ -752,6 +819,8 @@ class Room:
             raise ValueError("frame_id must be a non-negative integer")
         if type(player_id) is not str or not player_id:
             raise ValueError("player_id must be a non-empty string")
+        if type(name) is str:
+            name = clean_text(name)  # others see it: no control characters (actors._text)
         if type(name) is not str or len(name) > MAX_NAME:
             raise RoomError(f"a name is a string of at most {MAX_NAME}", code="invalid_name")
         if role not in _ROLES:
@@ -800,6 +869,9 @@ class Room:
         if self._t0 is None:
             self._t0 = trio.current_time()
             self._n = 0
+            if self.checkpoint_sink is not None:
+                # A restore starts from a snapshot: the store gets one before any journal.
+                self._write_checkpoint()
         else:  # a restart: carry on with the next deadline still ahead
             self._n = max(self._n, math.floor((trio.current_time() - self._t0) * rate))
         t0 = self._t0
@@ -872,6 +944,7 @@ class Room:
             except Exception:  # one broken link must not keep the others uninformed
                 log.exception("room %s: could not tell %s it closed", self.code, member.player_id)
         self._fail_waiting(reason)
+        self._sink_closed(reason)
 
     def _fail_waiting(self, reason: str) -> None:
         for message in self._mailbox.close() + self._inflight:
@@ -930,6 +1003,8 @@ class Room:
             for name in w.timers_w().pop_due(now):
                 w.journal.append(("t", name))
                 self._step_quiet(w, TimerExpired(name))
+        if w.rpc.next_deadline <= now:
+            _rpc_expire(w)
         if w.stop is None:
             if self._stop_request is not None:
                 w.stop = self._stop_request
@@ -953,11 +1028,17 @@ class Room:
             else old["room"]
         )
         players = w.players
-        if room_view is old["room"] and players is old["players"] and game is old["game"]:
+        voice = w.voice.view
+        if (
+            room_view is old["room"]
+            and players is old["players"]
+            and game is old["game"]
+            and voice is old["voice"]
+        ):
             w.public = old
             w.delta = {}
         else:
-            w.public = new = {"room": room_view, "players": players, "game": game}
+            w.public = new = {"room": room_view, "players": players, "game": game, "voice": voice}
             w.delta = diff(old, new, dense=True)
         if state_changed or w.joins or self._recheck_private:
             state = w.state
@@ -996,6 +1077,8 @@ class Room:
             self._order = sorted(members.values(), key=lambda m: m.seat)
             self._disconnected = sum(1 for m in members.values() if not m.connected)
         self._timers = w.timers
+        self._rpc = w.rpc
+        self._voice = w.voice
         self._host = w.host
         self._public = w.public
         self._tick = w.tick
@@ -1013,6 +1096,12 @@ class Room:
         self._recheck_private = False
 
     def _deliver(self, w: _Work) -> None:
+        # Durability first: a committed tick must reach the journal even if a send
+        # below raises (the supervisor then restarts the room from this very tick).
+        if w.journal:
+            self._write_journal(w)
+        if w.checkpoint is not None or self._snapshot_due(w):
+            self._write_checkpoint()
         for kind, link, code, reason in w.effects:
             if kind == "detach":
                 link.detach(reason)
@@ -1028,8 +1117,9 @@ class Room:
                 if not reply.done:
                     reply.fail(RoomError("left the room before the join completed", code="left"))
                 continue
+            resume = request.resume or self._resume_token(m)
             joined = Joined(
-                request.frame_id, self.code, m.player_id, m.seat, tick, w.public, request.resume
+                request.frame_id, self.code, m.player_id, m.seat, tick, w.public, resume
             )
             data = m.codec.encode(joined)
             m.link.send_nowait(data)
@@ -1057,14 +1147,21 @@ class Room:
                     m.outbox.append(farewell)
         self._send_states(w, force=w.stop is not None)
         self._inflight = []
-        if w.journal:
-            self._write_journal(w)
-        if w.checkpoint is not None:
-            self._write_checkpoint()
         for record in w.games:
             self._write_game(record)
         if w.stop is not None:
             self._close(w.stop)
+
+    def _resume_token(self, m: _Member) -> str | None:
+        """The token ``m`` may take its seat back with (``RoomConfig.resume_issuer``)."""
+        issuer = self.config.resume_issuer
+        if issuer is None:
+            return None
+        try:
+            return issuer(self.code, m.player_id, m.seat)
+        except Exception:  # no token is better than a failed tick
+            log.exception("room %s: no resume token for %s", self.code, m.player_id)
+            return None
 
     def _send_states(self, w: _Work, *, force: bool) -> None:
         """At most one state frame per member; the shared delta encoded once per codec.
@@ -1174,8 +1271,32 @@ class Room:
             if link is not None and not m.closing and not link.closed:
                 link.detach(reason)
         self._fail_waiting(reason)
+        self._sink_closed(reason)
 
     # -- durability -----------------------------------------------------------
+
+    def checkpoint_nowait(self) -> None:
+        """Snapshot the last committed tick to the checkpoint sink now (between ticks).
+
+        For a sink that needs a fresh copy of every room (its store came back
+        empty after an outage). Does nothing for a closed room or without a sink.
+        """
+        if not self._closed and self.checkpoint_sink is not None:
+            self._write_checkpoint()
+
+    def _snapshot_due(self, w: _Work) -> bool:
+        """A periodic snapshot (``snapshot_interval``) of a room that journalled this tick."""
+        return (
+            bool(w.journal) and w.now >= self._next_snapshot_at and self.checkpoint_sink is not None
+        )
+
+    def _sink_closed(self, reason: str) -> None:
+        closed = getattr(self.checkpoint_sink, "room_closed", None)
+        if closed is not None:
+            try:
+                closed(self.code, reason, len(self._members))
+            except Exception:
+                self._sink_failed("close")
 
     def _write_journal(self, w: _Work) -> None:
         record = (w.tick, w.now, w.journal)
@@ -1186,7 +1307,10 @@ class Room:
                 sink.submit_journal_nowait(
                     self.code, w.tick, _pack(list(record)), self.config.checkpoint_ttl
                 )
-            except Exception:
+            except Exception as exc:
+                if getattr(exc, "needs_snapshot", False):
+                    # The sink's journal of this room has a gap: snapshot this tick now.
+                    self._next_snapshot_at = -math.inf
                 self._sink_failed("journal")
 
     def _write_checkpoint(self) -> None:
@@ -1198,6 +1322,8 @@ class Room:
             except Exception:
                 self._sink_failed("snapshot")
                 return
+            interval = self.config.snapshot_interval
+            self._next_snapshot_at = self._clock.now() + interval if interval > 0 else math.inf
         self._journal.clear()  # the snapshot covers everything journalled so far
 
     def _write_game(self, record: GameOver) -> None:
@@ -1395,6 +1521,7 @@ class Room:
         w.room_changed = True
         w.joins.append((m, req))
         w.journal.append(("j", pid, req.name, seat, req.role))
+        _rpc_replay(w, pid)
 
     def _reconnect(self, w: _Work, req: ReconnectRequest) -> None:
         reply = req.reply
@@ -1414,6 +1541,8 @@ class Room:
             w.effects.append(
                 ("close", old.link, CloseCode.REPLACED, "replaced by a newer connection")
             )
+        if old.link is not None and old.link is not req.link:
+            _rpc_member_gone(w, m.player_id, left=False)  # calls to the old link go unanswered
         if not old.connected:
             w.journal.append(("c", m.player_id))
             self._step_quiet(w, PlayerReconnected(m.player_id))
@@ -1424,7 +1553,7 @@ class Room:
     def _drop_link(self, w: _Work, m: _Member) -> None:
         """A member's connection is gone: hold the seat for the grace period, or leave."""
         grace = self.config.reconnect_grace
-        if grace <= 0:
+        if grace <= 0 or m.closing:  # a member closed for lagging does not keep its seat
             self._remove(w, m, "disconnected", detach=False)
             return
         held = _Member(
@@ -1433,7 +1562,8 @@ class Room:
         w.members_w()[m.player_id] = held
         w.room_changed = True
         w.msgs.pop(m.player_id, None)
-        w.journal.append(("d", m.player_id))
+        _rpc_member_gone(w, m.player_id, left=False)
+        w.journal.append(("d", m.player_id, held.grace_until))
         self._step_quiet(w, PlayerDisconnected(m.player_id))
 
     def _remove(self, w: _Work, m: _Member, reason: str, *, detach: bool) -> None:
@@ -1441,6 +1571,8 @@ class Room:
         del w.members_w()[pid]
         w.players_w().pop(pid, None)
         w.msgs.pop(pid, None)
+        _rpc_member_gone(w, pid, left=True)
+        w.voice = w.voice.drop(pid)
         w.room_changed = True
         if detach and m.link is not None and not m.closing:
             w.effects.append(("detach", m.link, 0, reason))
@@ -1586,6 +1718,8 @@ class Room:
             return self._route_rpc(w, m, frame)
         pid = m.player_id
         self._rpcs += 1
+        if _runtime_call(w, m, frame):  # voice.*, rpc.*: the runtime's own room methods
+            return False
         try:
             event = self.rules.parse_action(pid, frame.method, frame.args)
             self._step(w, event)
@@ -1598,16 +1732,19 @@ class Room:
         return pid not in w.members  # the rule set may have removed the player
 
     def _route_rpc(self, w: _Work, m: _Member, frame: Rpc) -> bool:
-        """RPCs to players ("host", "others", "all", ids): relaying is not built yet."""
-        w.queue(
-            m.player_id,
-            Error("not_supported", f"RPC target {frame.target!r} is not supported yet", frame.id),
-        )
+        """RPCs to players ("host", "others", "all", ids): relayed (``actors._rpc``)."""
+        self._rpcs += 1
+        _rpc_route(w, m, frame, self._rpc_settings)
+        return False
+
+    def _on_rpc_result(self, w: _Work, m: _Member, frame: RpcResult) -> bool:
+        """A callee's answer to a relayed call, routed back to its caller."""
+        _rpc_answer(w, m, frame)
         return False
 
     def _on_signal(self, w: _Work, m: _Member, frame: Signal) -> bool:
-        """Voice signalling plugs in here."""
-        w.queue(m.player_id, Error("not_supported", "voice signalling is not supported yet"))
+        """Voice signalling, relayed to a peer of the same channel (``actors._voice``)."""
+        relay_signal(w, m, frame, self.config.max_signal_bytes)
         return False
 
     def _on_ping(self, w: _Work, m: _Member, frame: Ping) -> bool:

@@ -34,21 +34,38 @@ __all__ = [
     "EXIT_FAILURE",
     "EXIT_NOT_AVAILABLE",
     "EXIT_USAGE",
+    "REPO_ROOT",
     "BenchError",
     "LatencyHistogram",
+    "LoadSpec",
     "ServerProcess",
     "WorkerPool",
+    "bucket_delta",
+    "console_for_tables",
+    "core_busy_seconds",
     "cpu_seconds",
+    "fmt",
     "git_commit",
+    "histogram_max_bound",
     "histogram_quantile",
     "machine_info",
+    "merge_results",
+    "metric_delta",
     "parse_cpus",
     "parse_metrics",
     "pin_self",
     "pinned",
+    "progress",
     "raise_fd_limit",
     "result_record",
+    "rss_bytes",
+    "run_load",
+    "scrape_json",
     "scrape_metrics",
+    "server_command",
+    "tick_figures",
+    "wait_until",
+    "worker_specs",
     "write_json",
 ]
 
@@ -167,6 +184,10 @@ def write_json(path: str, record: dict[str, Any]) -> None:
 # -- pinning and processes --------------------------------------------------
 
 
+#: the CPUs this process could use when it started (the bench later pins itself)
+_USABLE_CPUS = frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
 def parse_cpus(text: str) -> list[int]:
     """``"0"``, ``"1,3"``, ``"0-3"`` -> CPU numbers. Raises ``ValueError`` for a malformed
     list or a CPU this process may not use (the message names it)."""
@@ -185,8 +206,8 @@ def parse_cpus(text: str) -> list[int]:
         cpus.update(range(lo, hi + 1))
     if not cpus:
         raise ValueError("empty CPU list")
-    if hasattr(os, "sched_getaffinity"):
-        usable = os.sched_getaffinity(0)
+    if _USABLE_CPUS is not None:
+        usable = _USABLE_CPUS
         missing = sorted(cpus - usable)
         if missing:
             raise ValueError(
@@ -693,12 +714,12 @@ def fmt(value: Any, digits: int = 1) -> str:
 
 
 def console_for_tables() -> Any:
-    """A rich console for result tables: the terminal's width, or 160 columns when the
-    output goes to a file or a pipe (so no column is cut)."""
+    """A rich console for result tables, at least 160 columns wide so that no column is
+    cut to an ellipsis (a narrower terminal wraps the lines instead)."""
     from rich.console import Console
 
     console = Console()
-    if not console.is_terminal:
+    if console.width < 160:
         console = Console(width=160)
     return console
 
@@ -850,6 +871,10 @@ def server_command(spec: LoadSpec, data_dir: str) -> list[str]:
         str(max(10000, spec.clients + 256)),
         "--data-dir",
         data_dir,
+        # every bench client comes from 127.0.0.1: the per-IP connection rate
+        # limit (an abuse guard) would refuse most of them
+        "--ip-connect-rate",
+        "0",
         *spec.server_args,
     ]
 
@@ -951,26 +976,23 @@ def _drive(
     else:
         wait_until(t0)
     # the window opens: sample the server and the load generator
-    m0 = _scrape(server)
-    busy0 = core_busy_seconds()
-    s_cpu0, w_cpu0, wall0 = cpu_seconds([server.pid]), cpu_seconds(worker_pids), time.monotonic()
+    m0 = _scrape(server)  # before the window opens, so its cost is not counted in it
+    start = _sample(server.pid, worker_pids)
     total = spec.duration if not storm else spec.worker.get("storm_duration", 1.0)
     task = bar.add_task("measure" if not storm else "storm", total=total, note=note)
     results: dict[int, dict[str, Any]] = {}
     end_by = t1 + 30.0 + (spec.setup_timeout if storm else 0.0) + (total if storm else 0.0)
     sampled_end = False
     m1: dict[str, Any] | None = None
-    s_cpu1 = w_cpu1 = wall1 = 0.0
-    busy1: list[float] = []
+    end: dict[str, Any] = {}
     rss = None
     while len(results) < n_workers:
         now = time.monotonic()
         if now > end_by:
             raise BenchError("the load generator did not report in time")
         if not storm and not sampled_end and now >= t1:
+            end = _sample(server.pid, worker_pids)
             m1 = _scrape(server)
-            s_cpu1, w_cpu1, wall1 = cpu_seconds([server.pid]), cpu_seconds(worker_pids), now
-            busy1 = core_busy_seconds()
             rss = rss_bytes(server.pid)
             sampled_end = True
         if not server.alive():
@@ -984,20 +1006,15 @@ def _drive(
         if msg["type"] == "result":
             results[i] = msg
     if storm or not sampled_end:
+        end = _sample(server.pid, worker_pids)
         m1 = _scrape(server)
-        s_cpu1, w_cpu1, wall1 = (
-            cpu_seconds([server.pid]),
-            cpu_seconds(worker_pids),
-            time.monotonic(),
-        )
-        busy1 = core_busy_seconds()
         rss = rss_bytes(server.pid)
     bar.remove_task(task)
     merged = merge_results([results[i] for i in sorted(results)])
-    wall = max(1e-9, wall1 - wall0)
-    server_cpu = 100.0 * (s_cpu1 - s_cpu0) / wall
-    loadgen_cpu = 100.0 * (w_cpu1 - w_cpu0) / wall
-    cores_busy = [100.0 * (b - a) / wall for a, b in zip(busy0, busy1, strict=False)]
+    wall = max(1e-9, end["t"] - start["t"])
+    server_cpu = 100.0 * (end["server"] - start["server"]) / wall
+    loadgen_cpu = 100.0 * (end["workers"] - start["workers"]) / wall
+    cores_busy = [100.0 * (b - a) / wall for a, b in zip(start["busy"], end["busy"], strict=False)]
 
     def busy_on(cpus: Sequence[int] | None) -> float | None:
         if not cpus or not cores_busy:
@@ -1011,7 +1028,7 @@ def _drive(
         "setup": setup,
         "clients": merged,
         "server": {
-            "cpu_percent": 100.0 * (s_cpu1 - s_cpu0) / wall,
+            "cpu_percent": server_cpu,
             "rss_bytes": rss,
             "metrics_before": m0,
             "metrics_after": m1,
@@ -1031,6 +1048,16 @@ def _drive(
         "worker_commands": pool.commands,
         "workers": len(pool.specs),
     }
+
+
+def _sample(server_pid: int, worker_pids: list[int]) -> dict[str, Any]:
+    """CPU seconds of the server, of the workers and of every core, and the time,
+    taken together (the wall time is read in the middle)."""
+    busy = core_busy_seconds()
+    server = cpu_seconds([server_pid])
+    t = time.monotonic()
+    workers = cpu_seconds(worker_pids)
+    return {"t": t, "server": server, "workers": workers, "busy": busy}
 
 
 def _scrape(server: ServerProcess) -> dict[str, Any] | None:

@@ -105,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.95,
         help="sustained: server CPU at most this share of its pinned cores (0.95)",
     )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=1,
+        help="run a step again when its measurement is not valid (1)",
+    )
     p.add_argument("--server-arg", action="append", default=[], help="extra relay serve flag")
     p.add_argument("--json", metavar="FILE", help="write the full result as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="plot latency and server CPU against CCU")
@@ -154,11 +160,16 @@ def summarize(run: dict[str, Any], opts: argparse.Namespace) -> dict[str, Any]:
     other = run["server"].get("other_load_percent")
     return {
         "target": spec.target,
+        "transport": spec.transport if spec.target == "relay" else "trio-websocket",
         "ccu": spec.clients,
         "running": running,
         "window_seconds": round(window, 3),
         "tick_rate": tick_rate,
         "server_cpu_percent": round(run["server"]["cpu_percent"], 1),
+        # comparable across CCUs as long as the server is not saturated
+        "server_cpu_percent_per_client": (
+            round(run["server"]["cpu_percent"] / running, 4) if running else None
+        ),
         "server_rss_mb": (
             round(run["server"]["rss_bytes"] / 2**20, 1) if run["server"]["rss_bytes"] else None
         ),
@@ -182,6 +193,7 @@ def summarize(run: dict[str, Any], opts: argparse.Namespace) -> dict[str, Any]:
         "delta_vs_keyframe_ratio": None if ratio is None else round(ratio, 3),
         "latency": lat,
         "tick": ticks,
+        "store": store_figures(run),
         "loadgen_cpu_percent": round(run["loadgen_cpu_percent"], 1),
         "loadgen_send_lag": lag,
         "failed_joins": failed,
@@ -199,6 +211,25 @@ def summarize(run: dict[str, Any], opts: argparse.Namespace) -> dict[str, Any]:
         "worker_commands": run["worker_commands"],
         "cores_busy_percent": run.get("cores_busy_percent"),
     }
+
+
+def store_figures(run: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint store's work over the window (when the relay reports one)."""
+    after = run["server"]["metrics_after"] or {}
+    if "relay_checkpoints_total" not in after:
+        return {}
+    sw = run["server"]["window_seconds"]
+    out: dict[str, Any] = {}
+    for name, key in (
+        ("relay_checkpoints_total", "checkpoints_per_s"),
+        ("relay_journal_entries_total", "journal_entries_per_s"),
+        ("relay_store_flushes_total", "flushes_per_s"),
+    ):
+        d = metric_delta(run, name)
+        out[key] = None if d is None else round(d / sw, 1)
+    out["failures"] = metric_delta(run, "relay_store_failures_total")
+    out["backlog_entries_at_end"] = after.get("relay_store_backlog_entries")
+    return out
 
 
 def _spec(opts: argparse.Namespace, target: str, ccu: int) -> LoadSpec:
@@ -229,9 +260,16 @@ def _run_series(opts: argparse.Namespace, target: str, steps: list[int], bar: An
     rows = []
     task = bar.add_task(f"{target} sweep", total=len(steps), note="") if len(steps) > 1 else None
     for n, ccu in enumerate(steps):
-        run = run_load(_spec(opts, target, ccu), bar, task_note=f"{target} ccu={ccu}")
-        row = summarize(run, opts)
-        rows.append(row)
+        attempts = 1 + max(0, opts.retries)
+        for attempt in range(attempts):
+            run = run_load(_spec(opts, target, ccu), bar, task_note=f"{target} ccu={ccu}")
+            row = summarize(run, opts)
+            row["attempt"] = attempt + 1
+            rows.append(row)
+            # not valid: a busy neighbour starved the load generator (or the
+            # shortcut check failed); the record stays, the step runs again
+            if row["valid"]:
+                break
         if task is not None:
             bar.update(task, completed=n + 1)
         if not row["sustained"] or not row["valid"]:
@@ -245,7 +283,10 @@ def max_sustained(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The largest step that passed before the first one that did not."""
     best = None
     stopped_by = None
-    for row in rows:
+    for i, row in enumerate(rows):
+        retried = i + 1 < len(rows) and rows[i + 1]["ccu"] == row["ccu"]
+        if retried and rows[i + 1]["target"] == row["target"]:
+            continue  # an invalid attempt measured again
         if not row["valid"]:
             broken = [k for k, ok in row["validity"].items() if not ok]
             stopped_by = f"ccu={row['ccu']}: run not valid ({', '.join(broken)})"
@@ -267,6 +308,7 @@ def render_table(rows: list[dict[str, Any]], title: str) -> None:
         "target",
         "CCU",
         "srv CPU %",
+        "% per client",
         "other %",
         "RSS MB",
         "frames in/s",
@@ -304,6 +346,7 @@ def render_table(rows: list[dict[str, Any]], title: str) -> None:
             r["target"],
             fmt(r["ccu"]),
             fmt(r["server_cpu_percent"]),
+            fmt(r.get("server_cpu_percent_per_client"), 3),
             fmt(r["server_other_load_percent"], 0),
             fmt(r["server_rss_mb"]),
             fmt(frames_in, 0),
@@ -334,6 +377,14 @@ def render_table(rows: list[dict[str, Any]], title: str) -> None:
     console.print(timing)
 
 
+def series_label(row: dict[str, Any]) -> str:
+    """``relay``, ``relay (fast)``, ``baseline``: what a row measured."""
+    transport = row.get("transport", "websocket")
+    if row["target"] == "relay" and transport != "websocket":
+        return f"relay ({transport})"
+    return row["target"]
+
+
 def plot(rows: list[dict[str, Any]], path: str, title: str) -> None:
     """Latency p50/p99 and server CPU against CCU, relay and baseline."""
     import matplotlib
@@ -342,14 +393,17 @@ def plot(rows: list[dict[str, Any]], path: str, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for target, style in (("relay", "-"), ("baseline", "--")):
-        pts = [r for r in rows if r["target"] == target]
-        if not pts:
-            continue
+    series: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if not r.get("valid", True):
+            continue  # an attempt that was measured again
+        series.setdefault(series_label(r), []).append(r)
+    for n, (label, pts) in enumerate(series.items()):
+        style = ("-", "--", "-.", ":")[n % 4]
         x = [r["ccu"] for r in pts]
-        ax1.plot(x, [r["latency"]["p50_ms"] for r in pts], style, marker="o", label=f"{target} p50")
-        ax1.plot(x, [r["latency"]["p99_ms"] for r in pts], style, marker="s", label=f"{target} p99")
-        ax2.plot(x, [r["server_cpu_percent"] for r in pts], style, marker="o", label=target)
+        ax1.plot(x, [r["latency"]["p50_ms"] for r in pts], style, marker="o", label=f"{label} p50")
+        ax1.plot(x, [r["latency"]["p99_ms"] for r in pts], style, marker="s", label=f"{label} p99")
+        ax2.plot(x, [r["server_cpu_percent"] for r in pts], style, marker="o", label=label)
     ax1.set_xlabel("CCU")
     ax1.set_ylabel("input -> state latency (ms)")
     ax1.axhline(100.0, color="grey", linewidth=0.8, linestyle=":")
@@ -458,7 +512,7 @@ if __name__ == "__main__":
 def store_wiring(server_cpus: list[int] | None = None) -> tuple[bool, str]:
     """Whether ``relay serve --store`` makes the relay checkpoint: the flag must be in
     ``relay serve --help``, and a relay started with ``--store sqlite:...`` must
-    report that store (not ``memory``) in ``/healthz``."""
+    report that store in ``/healthz``."""
     helptext = subprocess.run(
         [sys.executable, "-m", "relay", "serve", "--help"],
         capture_output=True,
@@ -470,33 +524,41 @@ def store_wiring(server_cpus: list[int] | None = None) -> tuple[bool, str]:
     if "--store" not in helptext:
         return False, "relay serve has no --store flag"
     with tempfile.TemporaryDirectory(prefix="roomwire-bench-") as tmp:
-        spec = LoadSpec(target="relay", clients=8, server_args=("--store", f"sqlite:{tmp}/b.db"))
+        spec = LoadSpec(target="relay", clients=8, server_args=(f"--store=sqlite:{tmp}/b.db",))
         try:
             with ServerProcess(
                 server_command(spec, tmp), cpus=server_cpus, expect_http=True
             ) as server:
                 assert server.http_port is not None
                 health = scrape_json(server.http_port, "/healthz")
-        except BenchError as exc:
+        except (BenchError, OSError, ValueError) as exc:
             return False, f"relay serve --store sqlite:... does not start: {exc}"
     store = health.get("store") or {}
     kind = store.get("kind")
-    if kind in (None, "memory"):
+    if kind != "sqlite":
         return False, (
             "relay serve accepts --store, but the relay does not use it yet "
-            f"(/healthz reports store kind {kind!r})"
+            f"(/healthz reports store kind {kind!r} for --store sqlite:...)"
         )
     return True, f"store kind {kind!r}"
 
 
 def checkpoint_main(argv: list[str] | None = None) -> int:
-    """The cost of durability: the fanout scenario without and with ``--store``."""
+    """The cost of durability: the fanout scenario with checkpoints kept in memory
+    (``--reference-store``) and with a real store (``--store``, SQLite by default)."""
     p = argparse.ArgumentParser(
         prog="python -m bench checkpoint",
-        description="Fanout load without and with a checkpoint store: the cost of durability.",
+        description="Fanout load, checkpoints in memory vs in a store: the cost of durability.",
     )
     p.add_argument("--ccu", type=int, default=200, help="concurrent clients (200)")
-    p.add_argument("--store", default=None, help="store URL (default: sqlite in a temp dir)")
+    p.add_argument(
+        "--store", default=None, help="store URL to measure (default: SQLite in a temp dir)"
+    )
+    p.add_argument(
+        "--reference-store",
+        default="memory:",
+        help="the store of the reference run (default memory:, checkpoints kept in RAM)",
+    )
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=1)
@@ -534,10 +596,12 @@ def checkpoint_main(argv: list[str] | None = None) -> int:
             args.server_cpus,
             "--client-cpus",
             args.client_cpus,
+            "--retries",
+            "0",
         ] + (["--quiet"] if args.quiet else [])
         rows = []
         for label, extra in (
-            ("no store", []),
+            (f"store {args.reference_store}", [f"--server-arg=--store={args.reference_store}"]),
             (f"store {store}", [f"--server-arg=--store={store}"]),
         ):
             out = f"{tmp}/{len(rows)}.json"
@@ -552,12 +616,15 @@ def checkpoint_main(argv: list[str] | None = None) -> int:
     record["runs"] = rows
     a, b = rows
     record["summary"] = {
+        "labels": [a["label"], b["label"]],
         "server_cpu_percent": [a["server_cpu_percent"], b["server_cpu_percent"]],
+        "store": [a.get("store"), b.get("store")],
         "latency_p99_ms": [a["latency"]["p99_ms"], b["latency"]["p99_ms"]],
         "tick_p99_ms": [a["tick"].get("p99_ms"), b["tick"].get("p99_ms")],
     }
     print(
-        f"checkpoint cost at {args.ccu} CCU: server CPU {a['server_cpu_percent']}% -> "
+        f"checkpoint cost at {args.ccu} CCU ({a['label']} -> {b['label']}): "
+        f"server CPU {a['server_cpu_percent']}% -> "
         f"{b['server_cpu_percent']}%, latency p99 {a['latency']['p99_ms']} -> "
         f"{b['latency']['p99_ms']} ms, tick p99 {a['tick'].get('p99_ms')} -> "
         f"{b['tick'].get('p99_ms')} ms"

@@ -738,6 +738,12 @@ class Worker:
         else:
             self.stage_hists["join"].add(now - c.t_join_sent)
             self.stage_hists["room_ready_joiner"].add(now - c.t_arrive)
+        if self.signal_hz > 0:
+            # signalling runs between members of one voice channel: join the room's
+            fid = c.next_id
+            c.next_id += 1
+            c.rpc_pending[fid] = now
+            self._send_payload(c, self.codec.encode(Rpc(fid, "room", "voice.join", {})))
 
     def _fail(self, c: Conn, reason: str) -> None:
         """A client that did not make it into its room (counted as a failed join)."""
@@ -1123,7 +1129,7 @@ class Worker:
         c.rpc_seq += 1
         payload = _SIGNAL_PAYLOAD.pack(now, c.rpc_seq & 0xFFFFFFFF)
         target = c.rpc_target if c.rpc_target != "room" else c.pid
-        self._send_payload(c, self.codec.encode(Signal("offer", target, payload, "bench")))
+        self._send_payload(c, self.codec.encode(Signal("offer", target, payload, "")))
         self.signals_sent += 1
         if self.in_window:
             self.lag.add(now - scheduled)
@@ -1170,6 +1176,9 @@ class Worker:
             self.done = True  # the coordinator went away
             return
         self.stdin_buf += chunk
+        self._process_lines()
+
+    def _process_lines(self) -> None:
         while b"\n" in self.stdin_buf:
             line, self.stdin_buf = self.stdin_buf.split(b"\n", 1)
             if not line.strip():
@@ -1300,6 +1309,7 @@ class Worker:
         stdin_fd = sys.stdin.fileno()
         os.set_blocking(stdin_fd, False)
         ep.register(stdin_fd, _EPOLLIN)
+        self._process_lines()  # commands that came with the spec
         by_fd = self.by_fd
         monotonic = time.monotonic
         eligible = self.eligible

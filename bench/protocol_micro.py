@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -54,36 +55,54 @@ TARGET_SECONDS = 0.02  # per timed run: long enough for timer resolution, short 
 
 
 def arena(positions: list[tuple[float, float, float]], seqs: list[int]) -> dict[str, Any]:
-    """The byte-budget state: 8 players under "players", small "room" and "game" maps."""
+    """The state of docs/protocol.md "Sizes": 8 players {x, y, angle, hp, seq},
+    a room map laid out as a room lays it out (code, mode, host, 8 members with
+    name, seat and connected) and an empty game map."""
+    ids = [f"player-{i + 1}" for i in range(8)]
     return {
-        "game": {"phase": "play", "round": 3, "ends_at": 61234},
+        "game": {},
         "players": {
-            f"p{i}": {"x": x, "y": y, "angle": a, "hp": 100, "seq": s}
-            for i, ((x, y, a), s) in enumerate(zip(positions, seqs, strict=True))
+            pid: {"x": x, "y": y, "angle": a, "hp": 100, "seq": s}
+            for pid, (x, y, a), s in zip(ids, positions, seqs, strict=True)
         },
-        "room": {"code": "ABCD", "host": "p0", "mode": "arena"},
+        "room": {
+            "code": "ABCD",
+            "mode": "arena",
+            "host": ids[0],
+            "members": {
+                pid: {"name": f"Player {i + 1}", "seat": i, "connected": True}
+                for i, pid in enumerate(ids)
+            },
+        },
     }
 
 
-POSITIONS = [(f32(10.5 * i), f32(-3.25 * i), f32(0.1 * i)) for i in range(8)]
-MOVED = [(f32(x + 1.5), f32(y - 0.5), f32(a + 0.01)) for x, y, a in POSITIONS]
-OLD = arena(POSITIONS, [40000] * 8)
+_rng = random.Random(1200)  # fixed: the same floats, hence the same sizes, every run
+POSITIONS = [
+    (f32(_rng.uniform(-500, 500)), f32(_rng.uniform(-500, 500)), f32(_rng.uniform(-3, 3)))
+    for _ in range(8)
+]
+MOVED = [
+    (f32(x + _rng.uniform(-5, 5)), f32(y + _rng.uniform(-5, 5)), f32(a + 0.1))
+    for x, y, a in POSITIONS
+]
+OLD = arena(POSITIONS, [1000] * 8)
 # The next states are built by apply(), as a room builds them, so they share
 # every subtree that did not change with OLD (and diff skips those by identity).
-NEW_ALL = apply(OLD, diff(OLD, arena(MOVED, [40001] * 8)))
+NEW_ALL = apply(OLD, diff(OLD, arena(MOVED, [1001] * 8)))
 NEW_TWO = apply(
     OLD,
     diff(
         OLD,
         arena(
             [MOVED[i] if i in (2, 5) else POSITIONS[i] for i in range(8)],
-            [40001 if i in (2, 5) else 40000 for i in range(8)],
+            [1001 if i in (2, 5) else 1000 for i in range(8)],
         ),
     ),
 )
 DELTA_ALL = diff(OLD, NEW_ALL, dense=True)
 DELTA_TWO = diff(OLD, NEW_TWO, dense=True)
-TICK = 59999
+TICK = 1200
 
 FRAMES: list[Frame] = [
     Hello(1, "v4.public.eyJyb29tIjoiQUJDRCJ9.sig", None, "roomwire-py/0.1"),

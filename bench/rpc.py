@@ -90,13 +90,19 @@ def probe_relay(server_cpus: list[int] | None = None, timeout: float = 5.0) -> d
                 out["player_rpc"] = (value == 7, f"answered {value!r}")
             except RpcError as exc:
                 out["player_rpc"] = (False, f"the relay answers {exc.code}: {exc.message}")
-            await a.send(Signal("offer", b.player_id or "", b"probe", "bench"))
+            # signalling runs between members of one voice channel: both join the room's
+            try:
+                for client in (a, b):
+                    await client.rpc("room", "voice.join", {}, timeout=timeout)
+            except RpcError as exc:
+                out["signal"] = (False, f"voice.join refused: {exc.code}: {exc.message}")
+                return
+            await a.send(Signal("offer", b.player_id or "", b"probe", ""))
             with trio.move_on_after(timeout):
                 while not b.signals:
-                    refused = [e for e in a.errors if e.code == "not_supported"]
-                    if refused:
-                        message = refused[0].message
-                        out["signal"] = (False, f"the relay answers not_supported: {message}")
+                    if a.errors:
+                        error = a.errors[-1]
+                        out["signal"] = (False, f"the relay answers {error.code}: {error.message}")
                         return
                     await trio.sleep(0.02)
             if b.signals:
@@ -181,11 +187,17 @@ def run_rate_step(
     lat = hist.summary_ms()
     done_per_s = hist.n / window if window else 0.0
     errors = {k: v for k, v in c["rpc_errors"].items() if not k.startswith("refused:")}
+    # error frames that answer no call (a refused signal has no id to refer to)
+    for key, n in c["other_frames"].items():
+        if key.startswith("error:"):
+            errors[key] = errors.get(key, 0) + n
     refused = {k: v for k, v in c["rpc_errors"].items() if k.startswith("refused:")}
     failed = max(run["setup"]["failed"], c["failed"])
+    # a call to a player crosses two ticks (to the callee, and its answer back)
+    bound = opts.max_p99_ms if target == "room" or kind == "signal" else opts.max_p99_ms_player
     checks = {
         "rate": done_per_s >= 0.95 * rate,
-        "latency_p99": lat["p99_ms"] is not None and lat["p99_ms"] <= opts.max_p99_ms,
+        "latency_p99": lat["p99_ms"] is not None and lat["p99_ms"] <= bound,
         "no_errors": not errors,
         "no_failed_or_dropped": failed == 0 and c["dropped"] == 0,
     }
@@ -297,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m bench rpc", description="RPC round trips at increasing call rates."
     )
     add_common_options(p, clients=64, duration=5.0)
+    p.add_argument(
+        "--max-p99-ms-player",
+        type=float,
+        default=150.0,
+        help="sustained: p99 of a player RPC, which crosses two ticks (150)",
+    )
     p.add_argument(
         "--target",
         choices=("room", "player", "both"),

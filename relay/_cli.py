@@ -63,6 +63,15 @@ def _setup_logging(level: str) -> None:
     )
 
 
+def _add_store_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store", default=None, help="store URL (default: RELAY_STORE, else the embedded one)"
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="where the embedded store lives [env RELAY_DATA_DIR]"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="relay", description="roomwire: a real-time game relay on Trio."
@@ -100,6 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--store", default=None, help="store URL (default: embedded SQLite)")
     demo.add_argument("--no-live", action="store_true", help="plain log lines, no live view")
     demo.add_argument("--seed", type=int, default=None)
+
+    replay = sub.add_parser("replay", help="rebuild a room from the store and print its history")
+    replay.add_argument("code", help="room code")
+    _add_store_flags(replay)
+    replay.add_argument("--inputs", action="store_true", help="list every input (default: count)")
+    replay.add_argument("--json", action="store_true", help="machine-readable output")
+
+    board = sub.add_parser("leaderboard", help="print a game mode's leaderboard from the store")
+    board.add_argument("--mode", required=True, help="game mode, e.g. quiz8")
+    board.add_argument("--limit", type=int, default=10, help="rows (1-1000)")
+    _add_store_flags(board)
+    board.add_argument("--json", action="store_true", help="machine-readable output")
 
     sub.add_parser("bench", help="throughput suites (see `relay bench --help`)", add_help=False)
     return parser
@@ -199,7 +220,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
 
 
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from ._durability import replay_main
+
+    return replay_main(args)
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from ._durability import leaderboard_main
+
+    return leaderboard_main(args)
+
+
 _COMMANDS: dict[str, Any] = {
+    "replay": _cmd_replay,
+    "leaderboard": _cmd_leaderboard,
     "serve": _cmd_serve,
     "keygen": _cmd_keygen,
     "ticket": _cmd_ticket,

@@ -8,6 +8,7 @@ environment, which wins over the default.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -24,6 +25,17 @@ class ConfigError(ValueError):
     """A configuration value is missing or malformed; the message names the setting."""
 
 
+def default_data_dir() -> str:
+    """The per-user data directory (``$XDG_DATA_HOME/roomwire``, else
+    ``~/.local/share/roomwire``): never the working directory, so a relay started
+    from a source tree leaves nothing in it."""
+    base = os.environ.get("XDG_DATA_HOME") or ""
+    if not os.path.isabs(base):
+        home = os.path.expanduser("~")
+        base = os.path.join(home, ".local", "share") if os.path.isabs(home) else "/tmp"
+    return os.path.join(base, "roomwire")
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """Settings of one relay process. See docs/operations.md for each one."""
@@ -35,9 +47,19 @@ class Config:
     )
     store: str | None = field(
         default=None,
-        metadata={"help": "redis://HOST:PORT/DB or sqlite:PATH (default: embedded SQLite)"},
+        metadata={
+            "help": "redis://HOST:PORT/DB, sqlite:PATH, memory: or none (default: embedded SQLite)"
+        },
     )
-    data_dir: str = field(default="relay-data", metadata={"help": "where the embedded store lives"})
+    data_dir: str = field(
+        default=default_data_dir(), metadata={"help": "where the embedded store lives"}
+    )
+    snapshot_interval: float = field(
+        default=5.0, metadata={"help": "seconds between snapshots of a busy room (0: phases only)"}
+    )
+    store_flush_interval: float = field(
+        default=0.05, metadata={"help": "seconds between store writes (one batch, all rooms)"}
+    )
     transport: str = field(default="websocket", metadata={"help": "server transport"})
     tls_cert: str | None = field(default=None, metadata={"help": "PEM certificate (enables TLS)"})
     tls_key: str | None = field(default=None, metadata={"help": "PEM private key for --tls-cert"})
@@ -57,6 +79,32 @@ class Config:
     empty_room_grace: float = field(default=30.0, metadata={"help": "seconds an empty room lives"})
     max_room_lifetime: float = field(default=4 * 3600.0, metadata={"help": "room lifetime, s"})
     log_level: str = field(default="warning", metadata={"help": "debug, info, warning, error"})
+    reconnect_grace: float = field(
+        default=30.0, metadata={"help": "seconds a dropped player keeps its seat (0: none)"}
+    )
+    resume_key_file: str | None = field(
+        default=None,
+        metadata={"help": "resume token key file, shared by restarts (default: per process)"},
+    )
+    rpc_timeout: float = field(default=10.0, metadata={"help": "seconds a relayed RPC waits"})
+    rpc_timeout_max: float = field(default=60.0, metadata={"help": "cap of an RPC's timeout, s"})
+    max_signal_bytes: int = field(default=8192, metadata={"help": "voice signal payload cap"})
+    rate_limit_frames: float = field(
+        default=200.0, metadata={"help": "messages per second per connection (0: off)"}
+    )
+    rate_limit_bytes: float = field(
+        default=262144.0, metadata={"help": "bytes per second per connection (0: off)"}
+    )
+    rate_limit_burst: float = field(
+        default=2.0, metadata={"help": "seconds of those rates a connection may burst"}
+    )
+    rate_limit_sustain: float = field(
+        default=2.0, metadata={"help": "seconds of excess before a 1008 close"}
+    )
+    ip_connect_rate: float = field(
+        default=50.0, metadata={"help": "new connections per second per IP (0: off)"}
+    )
+    ip_connect_burst: int = field(default=200, metadata={"help": "burst of new connections per IP"})
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -78,8 +126,42 @@ class Config:
         for name in ("heartbeat_interval", "heartbeat_timeout", "hello_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        self._check_limits()
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level must be debug, info, warning or error: {self.log_level}")
+
+    def _check_limits(self) -> None:
+        """The settings of reconnection, RPCs, voice and rate limits."""
+        for name in (
+            "reconnect_grace",
+            "rate_limit_frames",
+            "rate_limit_bytes",
+            "ip_connect_rate",
+        ):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name} must be a non-negative number, got {value}")
+        if not (math.isfinite(self.snapshot_interval) and self.snapshot_interval >= 0):
+            raise ConfigError(f"snapshot_interval must be >= 0, got {self.snapshot_interval}")
+        for name in (
+            "rpc_timeout",
+            "rate_limit_burst",
+            "rate_limit_sustain",
+            "store_flush_interval",
+        ):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a positive number, got {value}")
+        if not (math.isfinite(self.rpc_timeout_max) and self.rpc_timeout_max >= self.rpc_timeout):
+            raise ConfigError("rpc_timeout_max must be at least rpc_timeout")
+        if not 1 <= self.max_signal_bytes <= 16384:
+            raise ConfigError("max_signal_bytes must be 1..16384 (the byte-string limit)")
+        if self.ip_connect_burst < 1:
+            raise ConfigError("ip_connect_burst must be positive")
+        if 0 < self.rate_limit_bytes * self.rate_limit_burst < self.max_frame_bytes:
+            raise ConfigError(
+                "rate_limit_bytes * rate_limit_burst must hold one frame of max_frame_bytes"
+            )
 
     @classmethod
     def from_sources(
@@ -121,5 +203,8 @@ def _convert(f: dataclasses.Field[Any], raw: Any) -> Any:
         if kind.startswith("tuple"):
             return tuple(part.strip() for part in raw.split(",") if part.strip())
     except ValueError:
-        raise ConfigError(f"RELAY_{f.name.upper()}: cannot read {raw!r} as {kind}") from None
+        flag = "--" + f.name.replace("_", "-")
+        raise ConfigError(
+            f"{flag} (RELAY_{f.name.upper()}): cannot read {raw!r} as {kind}"
+        ) from None
     return raw

@@ -8,9 +8,10 @@ touches a metrics lock.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -98,8 +99,23 @@ def _route(relay: Relay, method: str, target: str) -> tuple[str, str, bytes]:
             payload = extra(parse_qs(url.query))
         except ValueError as exc:
             return "400 Bad Request", "application/json", json.dumps({"error": str(exc)}).encode()
+        if inspect.isawaitable(payload):
+            return _finish(payload)  # type: ignore[return-value]
         return "200 OK", "application/json", json.dumps(payload).encode() + b"\n"
     return "404 Not Found", "text/plain", b"not found\n"
+
+
+async def _finish(payload: Awaitable[Any]) -> tuple[str, str, bytes]:
+    """An async route's answer: 400 for the client's ValueError, 503 for any other error
+    (a store that is down, say)."""
+    try:
+        value = await payload
+    except ValueError as exc:
+        return "400 Bad Request", "application/json", json.dumps({"error": str(exc)}).encode()
+    except Exception as exc:
+        error = json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode()
+        return "503 Service Unavailable", "application/json", error
+    return "200 OK", "application/json", json.dumps(value).encode() + b"\n"
 
 
 async def _serve_one(relay: Relay, stream: trio.abc.Stream) -> None:
@@ -115,7 +131,10 @@ async def _serve_one(relay: Relay, stream: trio.abc.Stream) -> None:
                 await _respond(stream, "400 Bad Request", "text/plain", b"bad request line\n")
                 return
             # routes may read live state that async route handlers would change
-            status, ctype, body = _route(relay, parts[0], parts[1])
+            route = _route(relay, parts[0], parts[1])
+            if inspect.isawaitable(route):  # an async route (one that reads a store)
+                route = await route
+            status, ctype, body = route
             await _respond(stream, status, ctype, body)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass

@@ -20,7 +20,11 @@ from actors.quiz import QuizRules
 from protocol import CloseCode, Codec, Limits
 
 from ._config import Config
+from ._durability import Durability
 from ._http import serve_http
+from ._limits import RelayLimits
+from ._reconnect import ResumeService
+from ._store import StoreError
 from ._tickets import KeyFileError, TicketError, TicketVerifier, load_verify_keys
 from ._transport_ws import serve_websocket_transport
 
@@ -97,11 +101,33 @@ class Relay:
         if verifier is None:
             verifier = self._load_verifier(config)
         self.verifier = verifier
+        self.limits = RelayLimits(config)
+        try:
+            self.resume = ResumeService(config)
+        except (KeyFileError, OSError) as exc:
+            raise RelayStartupError(f"cannot load the resume key: {exc}") from None
         room_config = RoomConfig(
             tick_rate=float(config.tick_rate),
             empty_grace=config.empty_room_grace,
             max_lifetime=config.max_room_lifetime,
+            reconnect_grace=config.reconnect_grace,
+            rpc_timeout=config.rpc_timeout,
+            rpc_timeout_max=config.rpc_timeout_max,
+            max_signal_bytes=config.max_signal_bytes,
+            resume_issuer=self.resume.issue,
+            snapshot_interval=config.snapshot_interval,
+            # A checkpoint outlives its room by at most the room's lifetime (docs/durability.md).
+            checkpoint_ttl=config.max_room_lifetime,
         )
+        self.durability: Durability | None = None
+        if checkpoint_sink is None and game_record_sink is None and config.store != "none":
+            try:
+                self.durability = Durability(config)
+            except StoreError as exc:
+                raise RelayStartupError(f"cannot open the store: {exc}") from None
+            checkpoint_sink = self.durability.room_sink
+            game_record_sink = self.durability.recorder
+            self.http_routes["/leaderboard"] = self.durability.leaderboard_route
         self.registry = RoomRegistry(
             rules or default_rules(),
             config=room_config,
@@ -132,6 +158,10 @@ class Relay:
             "tick_rate": self.config.tick_rate,
             "max_frame_bytes": self.config.max_frame_bytes,
             "modes": sorted(self.registry.modes()),
+            "reconnect_grace": self.config.reconnect_grace,
+            "rpc_timeout": self.config.rpc_timeout,
+            "max_signal_bytes": self.config.max_signal_bytes,
+            "rate_limits": self.limits.info(),
         }
 
     # -- lifecycle ------------------------------------------------------------
@@ -141,6 +171,11 @@ class Relay:
         async with trio.open_nursery() as nursery:
             self.handler_nursery = nursery
             await nursery.start(self.registry.run)
+            if self.durability is not None:
+                try:  # before listening: restored rooms are there for the first client
+                    await nursery.start(self.durability.run, self.registry)
+                except StoreError as exc:
+                    raise RelayStartupError(f"cannot open the store: {exc}") from None
             try:
                 with trio.CancelScope() as self._listener_scope:
                     port = await nursery.start(self._listen)
@@ -167,6 +202,8 @@ class Relay:
         if self._stopping:
             return
         self._stopping = True
+        if self.durability is not None:
+            self.durability.begin_shutdown()
         if self._listener_scope is not None:
             self._listener_scope.cancel()
         for link in list(self.connections):
@@ -195,7 +232,9 @@ class Relay:
         }
 
     def store_health(self) -> dict[str, Any]:
-        return {"kind": "memory", "reachable": True, "degraded": False}
+        if self.durability is not None:
+            return self.durability.health()
+        return {"kind": "sink", "reachable": True, "degraded": False, "backlog": 0}
 
     def metrics(self) -> dict[str, Any]:
         s = self.stats
@@ -215,11 +254,13 @@ class Relay:
         for bound, n in zip((*TICK_HISTOGRAM_BOUNDS, float("inf")), buckets, strict=True):
             running += n
             cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
-        return {
+        limit_gauges, limit_counters = self.limits.metrics()
+        metrics: dict[str, Any] = {
             "gauges": [
                 ("relay_connections", "open client connections", len(self.connections)),
                 ("relay_rooms", "live rooms", reg.rooms),
                 ("relay_members", "players seated in rooms", reg.members),
+                *limit_gauges,
             ],
             "counters": [
                 ("relay_connections_total", "connections accepted", s.connections_total),
@@ -238,8 +279,14 @@ class Relay:
                 ("relay_room_crashes_total", "room crashes", reg.crashes),
                 ("relay_rooms_created_total", "rooms created", reg.created),
                 ("relay_tick_overruns_total", "ticks that overran their deadline", overruns),
+                *limit_counters,
+                ("relay_resumes_total", "seats taken back by resume", self.resume.resumed),
+                ("relay_resumes_refused_total", "resume attempts refused", self.resume.refused),
             ],
             "histograms": [
                 ("relay_tick_duration_seconds", "room tick duration", cumulative, tick_sum),
             ],
         }
+        if self.durability is not None:
+            self.durability.add_metrics(metrics)
+        return metrics

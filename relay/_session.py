@@ -32,10 +32,12 @@ from protocol import (
     Pong,
     QuickJoin,
     Rpc,
+    RpcResult,
     Signal,
     Welcome,
 )
 
+from ._reconnect import resume_seat
 from ._tickets import TicketError
 
 if TYPE_CHECKING:
@@ -45,7 +47,7 @@ __all__ = ["Session", "SessionLink"]
 
 log = logging.getLogger("relay.session")
 
-_ROOM_FRAMES = (Input, Rpc, Signal, Leave)
+_ROOM_FRAMES = (Input, Rpc, RpcResult, Signal, Leave)
 
 
 class SessionLink(Protocol):
@@ -138,6 +140,12 @@ class Session:
             self.link.close_nowait(CloseCode.UNAUTHORIZED, exc.code)
             self.phase = "closed"
             return
+        resume = None
+        if frame.resume is not None:  # a dropped client taking its seat back (_reconnect)
+            ticket_player = self.identity.player_id if frame.ticket else None
+            resume = self.relay.resume.check(frame.resume, ticket_player=ticket_player)
+            if resume.claims is not None:
+                self.identity.player_id = resume.claims.player_id
         self.link.player_id = self.identity.player_id
         self.phase = "lobby"
         self.link.send_frame_nowait(
@@ -148,6 +156,8 @@ class Session:
                 self.relay.server_info(),
             )
         )
+        if resume is not None:
+            await resume_seat(self, resume)
 
     def _authenticate(self, hello: Hello) -> _Identity:
         relay = self.relay

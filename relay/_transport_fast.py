@@ -14,7 +14,8 @@ heartbeat), and the room's tick owns the data:
   ``WebSocketParser`` and returns the decoded frames. WebSocket pings are
   answered, a close frame is answered and ends the connection, protocol
   errors close it with the parser's code, undecodable messages get an error
-  frame: the same policy and counters as the trio-websocket transport.
+  frame, messages over the rate limits (``relay._limits``) are dropped: the
+  same policy and counters as the trio-websocket transport.
 * ``send_nowait`` writes header and payload with one non-blocking ``send``.
   What the kernel does not take goes to the connection's writer task, which
   waits for writability through trio and finishes it; until then ``ready()``
@@ -62,10 +63,10 @@ from protocol._websocket import (
     Pong,
     WebSocketParser,
     WebSocketProtocolError,
+    encode_binary,
     encode_close,
     encode_ping,
     encode_pong,
-    frame_header,
 )
 
 from ._session import Session
@@ -86,7 +87,6 @@ _MIN_BACKLOG = 1 << 20  # unsent bytes a connection may hold (at least 4 frames 
 _WRITE_CHUNK = 1 << 18  # the writer joins queued frames up to this many bytes per send
 _HANDSHAKE_LIMIT = 16384  # bytes of HTTP upgrade request we read, at most
 _NOTSENT_LOWAT = 16384
-_OP_BINARY = 0x2
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _ACCEPT_RETRY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
@@ -126,6 +126,7 @@ class FastLink:
         "_flushed",
         "_heard",
         "_inbox",
+        "_limiter",
         "_max_backlog",
         "_out",
         "_out_bytes",
@@ -169,6 +170,7 @@ class FastLink:
         self._closed = False
         self._broken = False
         self._errors = 0
+        self._limiter = relay.limits.connection()  # messages and bytes per second
         self._heard = False
         self._pong: trio.Event | None = None
         self._wake = trio.Event()
@@ -223,7 +225,7 @@ class FastLink:
         stats = self.relay.stats
         stats.frames_sent += 1
         stats.bytes_sent += len(data)
-        self._write_nowait(frame_header(_OP_BINARY, len(data)) + data)
+        self._write_nowait(encode_binary(data))  # header and payload joined once
 
     def close_nowait(self, code: int, reason: str) -> None:
         """Close with ``code``: flush what is queued (within a bound), send the close frame,
@@ -273,7 +275,7 @@ class FastLink:
                 self._lost()  # reset by the peer
                 break
             if not data:
-                events.append(_EOF)
+                events = [*events, _EOF]  # (events may be the empty stash list itself)
                 break
             self._heard = True
             parsed = self._parse(data)
@@ -300,6 +302,8 @@ class FastLink:
         (which is what ``Session.on_room_frame`` does with them)."""
         stats = self.relay.stats
         decode = self.codec.decode
+        admit = self._limiter.admit
+        now = trio.current_time()
         session = self.session
         assert session is not None
         inbox = self._inbox
@@ -308,6 +312,8 @@ class FastLink:
                 data = event.data
                 stats.frames_received += 1
                 stats.bytes_received += len(data)
+                if not admit(len(data), self, now=now):
+                    continue  # over the rate limits: dropped, and the client was told
                 try:
                     frame = decode(data)
                 except CodecError as exc:
@@ -501,6 +507,8 @@ class FastLink:
                 data = event.data
                 stats.frames_received += 1
                 stats.bytes_received += len(data)
+                if not self._limiter.admit(len(data), self):
+                    continue  # over the rate limits: dropped, and the client was told
                 try:
                     frame = self.codec.decode(data)
                 except CodecError as exc:
@@ -615,7 +623,12 @@ class _Rejected(Exception):
         self.headers = headers
 
 
-_REASONS = {400: b"Bad Request", 426: b"Upgrade Required", 503: b"Service Unavailable"}
+_REASONS = {
+    400: b"Bad Request",
+    426: b"Upgrade Required",
+    429: b"Too Many Requests",
+    503: b"Service Unavailable",
+}
 
 
 async def _send_all(sock: socket.socket, data: bytes) -> None:
@@ -637,7 +650,7 @@ def _header_tokens(request: h11.Request, name: bytes) -> list[str]:
     return tokens
 
 
-def _check_upgrade(request: h11.Request, relay: Relay) -> tuple[Codec, bytes]:
+def _check_upgrade(request: h11.Request, relay: Relay, ip: str) -> tuple[Codec, bytes]:
     """The codec and the Sec-WebSocket-Accept value; raises ``_Rejected`` (client's fault)."""
     if request.method != b"GET":
         raise _Rejected(400, "roomwire: a WebSocket upgrade is a GET request\n")
@@ -675,6 +688,8 @@ def _check_upgrade(request: h11.Request, relay: Relay) -> tuple[Codec, bytes]:
         )
     if len(relay.connections) >= relay.config.max_connections:
         raise _Rejected(503, "roomwire: server full\n")
+    if not relay.limits.allow_connection(ip):
+        raise _Rejected(429, "roomwire: too many new connections from here\n")
     accept = base64.b64encode(hashlib.sha1(keys[0].encode() + _WS_GUID).digest())
     return codec, accept
 
@@ -701,7 +716,11 @@ async def _handshake(relay: Relay, sock: socket.socket) -> tuple[Codec, bytes] |
             elif type(event) is not h11.Data:
                 return None  # the client closed before a whole request
         assert request is not None
-        codec, accept = _check_upgrade(request, relay)
+        try:
+            ip = str(sock.getpeername()[0])
+        except OSError:
+            return None  # gone already
+        codec, accept = _check_upgrade(request, relay, ip)
     except h11.RemoteProtocolError:
         relay.stats.handshake_rejects += 1
         rejected = _Rejected(400, "roomwire: malformed HTTP upgrade request\n")
@@ -739,6 +758,7 @@ async def _handshake(relay: Relay, sock: socket.socket) -> tuple[Codec, bytes] |
 async def _handle(relay: Relay, sock: socket.socket) -> None:
     # Everything a client can do wrong ends here: an exception escaping a handler
     # would take down the handler nursery, and every connection with it.
+    accepted = None
     try:
         with trio.move_on_after(relay.config.hello_timeout):
             accepted = await _handshake(relay, sock)

@@ -54,6 +54,7 @@ class WebSocketLink:
         self._close_request: tuple[int, str] | None = None
         self._scope: trio.CancelScope | None = None
         self._errors = 0
+        self._limiter = relay.limits.connection()  # messages and bytes per second
 
     # -- actors.Link ----------------------------------------------------------
 
@@ -142,6 +143,8 @@ class WebSocketLink:
                 return
             relay_stats.frames_received += 1
             relay_stats.bytes_received += len(message)
+            if not self._limiter.admit(len(message), self):
+                continue  # over the rate limits: dropped, and the client was told
             if isinstance(message, str):
                 relay_stats.protocol_errors += 1
                 self.send_frame_nowait(
@@ -225,6 +228,10 @@ async def _handle(relay: Relay, request: WebSocketRequest) -> None:
             return
         if len(relay.connections) >= relay.config.max_connections:
             await request.reject(503, body=b"roomwire: server full\n")
+            return
+        remote = request.remote
+        if not relay.limits.allow_connection(str(getattr(remote, "address", remote))):
+            await request.reject(429, body=b"roomwire: too many new connections from here\n")
             return
         ws = await request.accept(subprotocol=codec.subprotocol)
         link = WebSocketLink(ws, codec, relay)

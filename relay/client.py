@@ -12,6 +12,7 @@ the reference for writing a client in another language (docs/client.md).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 from collections import deque
@@ -48,7 +49,15 @@ from protocol import (
     apply,
 )
 
-__all__ = ["ClientError", "RelayClient", "RpcError", "connect"]
+from ._client_reconnect import (
+    Backoff,
+    ReconnectPolicy,
+    heartbeat,
+    keep_connected,
+    wants_reconnect,
+)
+
+__all__ = ["Backoff", "ClientError", "ReconnectPolicy", "RelayClient", "RpcError", "connect"]
 
 log = logging.getLogger("relay.client")
 
@@ -83,6 +92,9 @@ class ClientStatistics:
     frames_sent: int = 0
     bytes_sent: int = 0
     desyncs: int = 0
+    reconnects: int = 0  # connections that took the seat back (or tried to) after a drop
+    reconnect_attempts: int = 0
+    heartbeat_timeouts: int = 0
 
 
 class RelayClient:
@@ -112,6 +124,18 @@ class RelayClient:
         self._pending: dict[int, _Pending] = {}
         self._changed = trio.Event()
         self._welcome = trio.Event()
+        # reconnection (relay._client_reconnect): set by connect()
+        self._policy: ReconnectPolicy | None = None
+        self._nursery: trio.Nursery | None = None  # runs async RPC handlers (connect())
+        self._stopping = False  # connect() is exiting: no drop is retried
+        self._dropped = trio.Event()  # the reader saw a drop worth a reconnect
+        self._reader_done = False
+        self._attempting = False  # a reconnect's handshake is under way
+        self._resuming = False  # Hello carried a resume token; Joined or Error answers it
+        #: True between a drop and the reconnect that took the seat back
+        self.reconnecting = False
+        #: how the last connection ended (close code, reason), while reconnecting
+        self.connection_lost: tuple[int, str] | None = None
 
     # -- requests -----------------------------------------------------------
 
@@ -133,9 +157,10 @@ class RelayClient:
         finally:
             self._pending.pop(frame_id, None)
         result = pending.result
+        if result is None:  # the reader stopped: the connection is gone
+            raise ClientError("closed", f"connection closed: {self.closed}")
         if type(result) is Error:
             raise ClientError(result.code, result.message)
-        assert result is not None
         return result
 
     async def create(self, mode: str, *, timeout: float = 10.0, **options: Any) -> str:
@@ -166,15 +191,25 @@ class RelayClient:
         return self._seq
 
     async def rpc(
-        self, target: str | list[str], method: str, args: Any = None, *, timeout: float = 10.0
+        self,
+        target: str | list[str],
+        method: str,
+        args: Any = None,
+        *,
+        timeout: float = 10.0,
+        buffered: bool = False,
     ) -> Any:
         """Call ``method`` on ``target`` ("room", "host", a player id...) and return its value.
 
+        A list of ids, "others" or "all" return ``{pid: {"ok", "value"}}``, one
+        entry per callee. ``buffered`` (with "others" or "all"): the room also
+        replays the call to players who join later (``unbuffer`` stops that).
         Raises ``RpcError`` when the callee (or the room) answers with an error,
         or with code ``rpc_timeout`` when no answer comes within ``timeout``.
         """
         try:
-            result = await self._request(Rpc(next(self._ids), target, method, args), timeout)
+            call = Rpc(next(self._ids), target, method, args, buffered)
+            result = await self._request(call, timeout)
         except trio.TooSlowError:
             raise RpcError("rpc_timeout", f"no answer to {method!r} within {timeout} s") from None
         except ClientError as exc:
@@ -186,7 +221,8 @@ class RelayClient:
         return result.value
 
     async def ping(self, *, timeout: float = 10.0) -> float:
-        """Round-trip time to the relay, in seconds."""
+        """Round-trip time to the relay, in seconds; ``ClientError`` ``closed`` if the
+        connection goes first."""
         start = trio.current_time()
         nonce = next(self._ids)
         pending = _Pending(trio.Event())
@@ -197,7 +233,80 @@ class RelayClient:
                 await pending.done.wait()
         finally:
             self._pending.pop(nonce, None)
+        if pending.result is None:
+            raise ClientError("closed", f"connection closed: {self.closed}")
         return trio.current_time() - start
+
+    # -- RPCs from others, voice ----------------------------------------------
+
+    def register(self, method: str, handler: Callable[[str | None, Any], Any]) -> None:
+        """Answer relayed calls of ``method`` with ``handler(caller, args)`` (sync or
+        async); its return value is the result, an exception becomes an error
+        (code ``rpc_failed``). Same as setting ``rpc_handlers[method]``."""
+        self.rpc_handlers[method] = handler
+
+    async def unbuffer(
+        self, *, call_id: int | None = None, method: str | None = None, timeout: float = 10.0
+    ) -> int:
+        """Stop replaying this client's buffered calls (all, or those of ``method``, or the
+        one whose call id was ``call_id``) to players who join later; returns how many."""
+        args: dict[str, Any] = {}
+        if call_id is not None:
+            args["id"] = call_id
+        if method is not None:
+            args["method"] = method
+        result = await self.rpc("room", "rpc.unbuffer", args, timeout=timeout)
+        return int(result["removed"])
+
+    async def join_voice(self, channel: str = "room", *, timeout: float = 10.0) -> list[str]:
+        """Join voice ``channel`` (leaving any other); returns who is in it now."""
+        result = await self.rpc("room", "voice.join", {"channel": channel}, timeout=timeout)
+        return list(result["members"])
+
+    async def leave_voice(self, *, timeout: float = 10.0) -> None:
+        await self.rpc("room", "voice.leave", timeout=timeout)
+
+    async def mute(self, muted: bool = True, *, timeout: float = 10.0) -> None:
+        """Show yourself muted (or not) in your voice channel."""
+        await self.rpc("room", "voice.mute", {"muted": muted}, timeout=timeout)
+
+    async def host_mute(
+        self,
+        player_id: str,
+        muted: bool = True,
+        *,
+        channel: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        """(The host only) mute a player in a voice channel (default: the one it is in):
+        its offers there are refused (``muted``)."""
+        args: dict[str, Any] = {"player": player_id, "muted": muted}
+        if channel is not None:
+            args["channel"] = channel
+        await self.rpc("room", "voice.host_mute", args, timeout=timeout)
+
+    async def set_voice_key(self, key: str | None, *, timeout: float = 10.0) -> None:
+        """Publish a public key in the room state (``voice.<you>.key``) so peers can
+        encrypt signals to you end to end; None withdraws it."""
+        await self.rpc("room", "voice.set_key", {"key": key}, timeout=timeout)
+
+    async def signal(self, kind: str, peer: str, payload: bytes) -> None:
+        """Send a WebRTC signal (``offer``, ``answer``, ``ice``, ``bye``) to ``peer`` in your
+        voice channel. The payload is opaque to the relay. A refusal comes back as
+        an ``Error`` in ``errors`` (``not_in_channel``, ``muted``...)."""
+        await self.send(Signal(kind, peer, payload))
+
+    async def next_signal(self, *, peer: str | None = None, timeout: float = 10.0) -> Signal:
+        """The next signal received (from ``peer``, if given), in arrival order."""
+        with trio.fail_after(timeout):
+            while True:
+                for i, sig in enumerate(self.signals):
+                    if peer is None or sig.peer == peer:
+                        del self.signals[i]
+                        return sig
+                if self.closed is not None:
+                    raise ConnectionClosed(None)
+                await self._changed.wait()
 
     # -- waiting ------------------------------------------------------------
 
@@ -226,6 +335,7 @@ class RelayClient:
     # -- reader ---------------------------------------------------------------
 
     async def _reader(self) -> None:
+        lost = (1006, "reader stopped")
         try:
             while True:
                 message = await self.ws.get_message()
@@ -242,13 +352,36 @@ class RelayClient:
                 self._notify()
         except ConnectionClosed as exc:
             reason = exc.reason
-            self.closed = (reason.code, reason.reason or "") if reason else (1006, "")
+            lost = (reason.code, reason.reason or "") if reason else (1006, "")
         finally:
-            if self.closed is None:
-                self.closed = (1006, "reader stopped")
-            for pending in self._pending.values():
-                pending.done.set()
-            self._notify()
+            self._ended(lost)
+
+    def _ended(self, lost: tuple[int, str]) -> None:
+        """The connection is gone: fail what waits on it, then reconnect or close."""
+        self._reader_done = True
+        self.connection_lost = lost
+        for pending in self._pending.values():
+            pending.done.set()
+        if self._attempting:
+            pass  # a reconnect's handshake failed: keep_connected decides what next
+        elif self._policy is not None and wants_reconnect(self, lost):
+            self.reconnecting = True
+            self._dropped.set()
+        elif self.closed is None:
+            self.closed = lost
+        self._notify()
+
+    def _attach(self, ws: WebSocketConnection) -> None:
+        """Make ``ws`` (a new connection, not yet welcomed) this client's connection."""
+        self.ws = ws
+        self._welcome = trio.Event()
+        self._reader_done = False
+
+    def _give_up(self, lost: tuple[int, str]) -> None:
+        self.reconnecting = False
+        if self.closed is None:
+            self.closed = lost
+        self._notify()
 
     def _notify(self) -> None:
         self._changed.set()
@@ -276,10 +409,15 @@ class RelayClient:
             self.tick = frame.tick
             if frame.resume:
                 self.resume_token = frame.resume
+            self._resuming = False
             self._resolve(frame.id, frame)
         elif t is RpcResult:
             self._resolve(frame.id, frame)
         elif t is Error:
+            if self._resuming and frame.ref is None:
+                # the relay could not give the seat back (it is gone): back in the lobby
+                self._resuming = False
+                self.code = None
             if not self._resolve(frame.ref, frame):
                 self.errors.append(frame)
         elif t is Event:
@@ -324,11 +462,26 @@ class RelayClient:
             try:
                 value = handler(call.caller, call.args)
                 if hasattr(value, "__await__"):
+                    if self._nursery is not None:
+                        # an async handler runs on its own: it may itself await an RPC,
+                        # whose answer only this reader can receive
+                        self._nursery.start_soon(self._finish_rpc, call, value)
+                        return
                     value = await value
                 result = RpcResult(call.id, True, value)
             except Exception as exc:
                 result = RpcResult(call.id, False, {"code": "rpc_failed", "message": str(exc)})
         await self.send(result)
+
+    async def _finish_rpc(self, call: Rpc, pending: Any) -> None:
+        try:
+            result = RpcResult(call.id, True, await pending)
+        except Exception as exc:
+            result = RpcResult(call.id, False, {"code": "rpc_failed", "message": str(exc)})
+        try:
+            await self.send(result)
+        except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the connection went while the handler ran: nobody to answer
 
 
 @asynccontextmanager
@@ -339,13 +492,22 @@ async def connect(
     codec: str = "msgpack",
     client_name: str = "roomwire-py",
     connect_timeout: float = 10.0,
+    reconnect: ReconnectPolicy | bool = True,
 ) -> AsyncIterator[RelayClient]:
     """Connect to a relay, say Hello, and yield a client that has been welcomed.
 
-    Raises ``ClientError`` when the relay refuses the ticket, and
-    ``trio_websocket.HandshakeError`` when the handshake itself fails.
+    Raises ``ClientError`` when the relay refuses the ticket (or closes before its
+    Welcome), ``trio.TooSlowError`` when no Welcome comes within
+    ``connect_timeout``, and ``trio_websocket.HandshakeError`` when the WebSocket
+    handshake itself fails.
+
+    ``reconnect``: after a drop (not a close the relay made on purpose) a client
+    that holds a seat reconnects with its resume token, with exponential
+    backoff and jitter (``ReconnectPolicy``; True: the defaults; False: never).
     """
     codec_obj = CODECS[codec]()
+    policy = ReconnectPolicy() if reconnect is True else (reconnect or None)
+
     async with open_websocket_url(
         url,
         subprotocols=[codec_obj.subprotocol],
@@ -354,18 +516,51 @@ async def connect(
         receive_buffer_size=None,
     ) as ws:
         client = RelayClient(ws, codec_obj)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(client._reader)
-            await client.send(Hello(PROTOCOL_VERSION, ticket, None, client_name))
-            with trio.fail_after(connect_timeout):
-                while not client._welcome.is_set():
-                    if client.closed is not None:
-                        err = client.errors[-1] if client.errors else None
-                        if err is not None:
-                            raise ClientError(err.code, err.message)
-                        raise ClientError("closed", f"connection closed: {client.closed}")
-                    await client._changed.wait()
-            try:
-                yield client
-            finally:
-                nursery.cancel_scope.cancel()
+        client._policy = policy
+        # a refusal is raised outside the nursery, so the caller gets the
+        # ClientError itself rather than an exception group around it
+        refused: Exception | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                client._nursery = nursery
+                nursery.start_soon(client._reader)
+                if policy is not None and policy.heartbeat_interval:
+                    nursery.start_soon(heartbeat, client, ws, policy.heartbeat_interval)
+                await client.send(Hello(PROTOCOL_VERSION, ticket, None, client_name))
+                with trio.move_on_after(connect_timeout):
+                    while not client._welcome.is_set() and client.closed is None:
+                        await client._changed.wait()
+                if not client._welcome.is_set():
+                    nursery.cancel_scope.cancel()
+                    err = client.errors[-1] if client.errors else None
+                    if err is not None:
+                        refused = ClientError(err.code, err.message)
+                    elif client.closed is not None:
+                        refused = ClientError("closed", f"connection closed: {client.closed}")
+                    else:
+                        refused = trio.TooSlowError(f"no Welcome within {connect_timeout} s")
+                else:
+                    if policy is not None:
+                        nursery.start_soon(
+                            functools.partial(
+                                keep_connected,
+                                client,
+                                url,
+                                ticket=ticket,
+                                client_name=client_name,
+                                connect_timeout=connect_timeout,
+                            )
+                        )
+                    try:
+                        yield client
+                    finally:
+                        client._stopping = True
+                        nursery.cancel_scope.cancel()
+            if refused is not None:
+                raise refused
+        finally:
+            # trio-websocket 0.12 never closes the TCP stream of a client whose peer
+            # closed first (its aclose returns early): close it here, or the socket
+            # lingers until garbage collection.
+            if ws.closed is not None:
+                await trio.aclose_forcefully(ws._stream)

@@ -107,7 +107,7 @@ def kind_strategy(kind: str, *, in_state: bool) -> st.SearchStrategy:
     if kind == "target":
         return TEXT | st.lists(TEXT, max_size=4)
     if kind == "frames":
-        return st.lists(message_frames(), max_size=3).map(tuple)
+        return st.lists(MESSAGE_FRAMES, max_size=3).map(tuple)
     raise AssertionError(f"no strategy for field kind {kind!r}")
 
 
@@ -126,12 +126,11 @@ def frames_of(cls: type[Frame], *, nested: bool = False) -> st.SearchStrategy[Fr
     return st.tuples(*parts).map(lambda kv: cls(**dict(kv)))
 
 
-def message_frames() -> st.SearchStrategy[Frame]:
-    """Frames that can ride in ``State.msgs`` (a nested State carries no msgs)."""
-    return st.deferred(lambda: st.one_of([frames_of(c, nested=True) for c in FRAME_TYPES.values()]))
-
-
-ANY_FRAME = st.one_of([frames_of(c) for c in FRAME_TYPES.values()])
+# Built once: hypothesis caches its work per strategy object.
+# Frames that can ride in ``State.msgs`` (a nested State carries no msgs).
+MESSAGE_FRAMES = st.one_of([frames_of(c, nested=True) for c in FRAME_TYPES.values()])
+FRAMES_OF = {cls: frames_of(cls) for cls in FRAME_TYPES.values()}
+ANY_FRAME = st.one_of(list(FRAMES_OF.values()))
 
 
 def same(a, b) -> bool:
@@ -185,7 +184,7 @@ def ident(value) -> str:
 @pytest.mark.parametrize("cls", list(FRAME_TYPES.values()), ids=lambda c: c.__name__)
 @given(data=st.data())
 def test_round_trip_every_frame_type(cls, data):
-    frame = data.draw(frames_of(cls), label="frame")
+    frame = data.draw(FRAMES_OF[cls], label="frame")
     decoded = []
     for codec in BOTH:
         raw = codec.encode(frame)
@@ -238,7 +237,7 @@ def test_decode_accepts_any_byte_buffer(codec, wrap):
     tick=UINT,
     back=UINT,
     delta=deltas(FLOAT32),
-    msgs=st.lists(message_frames(), max_size=3).map(tuple),
+    msgs=st.lists(MESSAGE_FRAMES, max_size=3).map(tuple),
 )
 def test_state_frame_is_body_plus_messages(tick, back, delta, msgs):
     for codec in BOTH:

@@ -20,7 +20,7 @@ import pytest
 import trio
 from relay_fixtures import CBOR, MSGPACK, TRANSPORTS, TicketKeys, fast_config, open_raw
 from relay_fixtures import start_relay as start
-from trio_websocket import ConnectionRejected, open_websocket_url
+from trio_websocket import ConnectionRejected
 
 from actors import CODE_ALPHABET
 from protocol import (
@@ -94,7 +94,7 @@ async def test_handshake_without_a_roomwire_subprotocol_is_refused(
 ) -> None:
     async with start(fast_config(tmp_path, transport)) as r:
         with pytest.raises(ConnectionRejected) as refused:
-            async with open_websocket_url(r.url, subprotocols=offered):
+            async with open_raw(r.port, subprotocols=offered):
                 pass  # pragma: no cover - the handshake fails first
         assert refused.value.status_code == 400
         body = (refused.value.body or b"").decode()
@@ -274,6 +274,27 @@ async def test_leave_returns_the_client_to_the_lobby(tmp_path: Path, transport: 
         await a.wait_for(lambda a: b.player_id in a.state["players"])
 
 
+async def test_a_closing_room_tells_its_members_and_returns_them_to_the_lobby(
+    tmp_path: Path, transport: str
+) -> None:
+    async with (
+        start(fast_config(tmp_path, transport, tick_rate=50)) as r,
+        connect(r.url) as a,
+        connect(r.url, codec="cbor") as b,
+    ):
+        code = await a.create("arena")
+        await b.join(code)
+        r.relay.registry.close(code, "maintenance")
+        for c in (a, b):
+            closed = await c.next_event("room_closed")
+            assert closed.data == {"reason": "maintenance"}
+            left = await c.next_event("left")
+            assert left.data == {"code": code, "reason": "maintenance"}
+            assert c.code is None
+        await eventually(lambda: r.relay.registry.rooms() == [])
+        await b.create("arena")  # back in the lobby: free to start over
+
+
 async def test_a_lobby_frame_inside_a_room_is_refused(tmp_path: Path, transport: str) -> None:
     async with (
         start(fast_config(tmp_path, transport)) as r,
@@ -374,12 +395,16 @@ async def test_eight_players_play_a_whole_quiz_and_mirror_the_server(
             assert game["end_reason"] == "completed"
             assert game["round"] == game["rounds"] == 8
             assert len(game["standings"]) == 8
+            host = server["room"]["host"]
             for c in clients:
                 assert c.state == server
                 assert c.stats.desyncs == 0
-                assert seen[c.player_id][-1] == "final"
-                # every round went through its four phases, seen by every player
-                assert seen[c.player_id].count("results") == 8
+                phases = seen[c.player_id]
+                # each player acted in every round's three timed phases
+                for phase in ("question", "elimination", "voting"):
+                    assert phases.count(phase) == 8, phases
+            # the host also saw (and ended) every round's results
+            assert seen[host] == ["question", "elimination", "voting", "results"] * 8 + ["final"]
             all_done.set()
 
 

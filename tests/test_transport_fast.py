@@ -478,15 +478,30 @@ async def test_client_initiated_close_handshake(phase: str) -> None:
             assert await ws.sock.recv(100) == b""  # the server closes the TCP connection
         await wait_until(lambda: not relay.connections)
         if phase == "room":
-            await wait_until(lambda: relay.registry.statistics().members == 0)
+            room = relay.registry.rooms()[0]  # the seat stays for the reconnect grace
+            await wait_until(lambda: room.statistics().connected == 0)
 
 
-async def test_flooding_a_room_closes_with_1008() -> None:
-    async with running(make_config()) as (relay, port), open_ws(port) as ws:
+async def test_more_frames_than_a_tick_may_take_close_with_1008() -> None:
+    # (rate limits off: this is the transport's own bound on one tick's frames)
+    config = make_config(rate_limit_frames=0, rate_limit_bytes=0)
+    async with running(config) as (relay, port), open_ws(port) as ws:
         await enter(ws, relay, "room")
         frame = client_frame(OP_BINARY, ws.codec.encode(Input(1, {"x": 1.0})))
         await ws.send_bytes(frame * 600)
         assert (await ws.expect_close())[0] == 1008
+
+
+@pytest.mark.parametrize("phase", PHASES)
+async def test_rate_limits_apply_to_messages_read_by_the_tick(phase: str) -> None:
+    config = make_config(rate_limit_frames=10, rate_limit_burst=1)
+    async with running(config) as (relay, port), open_ws(port) as ws:
+        await enter(ws, relay, phase)
+        ping = client_frame(OP_BINARY, ws.codec.encode(Ping(3)))
+        await ws.send_bytes(ping * 20)
+        error = await ws.recv_match(lambda f: type(f) is Error)
+        assert error.code == "rate_limited"
+        assert relay.limits.stats.frames_dropped >= 1
 
 
 # -- heartbeat -----------------------------------------------------------------------
