@@ -284,9 +284,8 @@ def route(w: _Work, m: _Member, frame: Rpc, settings: RpcSettings) -> None:
             *table.buffered,
             _Buffered(caller, frame.id, relay_id, target, method, frame.args),
         )
-    # A call may ask for its own timeout once Rpc carries one (an optional trailing
-    # field, ``timeout_ms``); until then every call gets the room's default.
-    asked = getattr(frame, "timeout_ms", None)
+    # A call may ask for its own timeout (capped by the room's settings).
+    asked = frame.timeout_ms
     timeout = call_timeout(None if asked is None else asked / 1000, settings)
     entry = _Call(
         caller,

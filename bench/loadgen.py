@@ -335,7 +335,6 @@ class Conn:
         "buf",
         "bytes_in",
         "bytes_out",
-        "code_wait",
         "creator",
         "delta_bytes",
         "deltas",
@@ -420,7 +419,6 @@ class Conn:
         self.t_join_sent = 0.0
         self.t_joined = 0.0
         self.tick_rate = 0.0
-        self.code_wait = False
 
 
 class Room:

@@ -187,9 +187,10 @@ def run_rate_step(
     lat = hist.summary_ms()
     done_per_s = hist.n / window if window else 0.0
     errors = {k: v for k, v in c["rpc_errors"].items() if not k.startswith("refused:")}
-    # error frames that answer no call (a refused signal has no id to refer to)
+    # error frames that answer no call (a refused signal has no id to refer to), and
+    # frames the client could not decode (their answers are lost to it)
     for key, n in c["other_frames"].items():
-        if key.startswith("error:"):
+        if key.startswith(("error:", "undecodable")):
             errors[key] = errors.get(key, 0) + n
     refused = {k: v for k, v in c["rpc_errors"].items() if k.startswith("refused:")}
     failed = max(run["setup"]["failed"], c["failed"])

@@ -56,7 +56,6 @@ _INT_MIN = -(1 << 63)
 _INT_MAX = (1 << 64) - 1
 # Field kinds whose values the frame class checks fully by itself; every other
 # field is walked, so the length limits hold for CBOR (which has none of its own).
-_SCALAR_KINDS = frozenset({"uint", "uint?", "bool"})
 
 
 class Codec:
@@ -123,66 +122,103 @@ class Codec:
         cls = FRAME_TYPES.get(type_id) if type(type_id) is int else None
         if cls is None:
             raise UnknownFrameType(f"unknown frame type {type_id!r}")
-        values = obj[1 : 1 + len(cls._NAMES)]
+        names = cls._NAMES
+        values = obj[1 : 1 + len(names)]
         n = len(values)
-        frame_id = _peek_id(cls, values)
-        if n < cls._REQUIRED:
-            raise InvalidField(
-                f"{cls.__name__} needs at least {cls._REQUIRED} fields, got {n}", frame_id=frame_id
-            )
-        if n < len(cls._NAMES):
+        if n < len(names):
+            if n < cls._REQUIRED:
+                raise InvalidField(
+                    f"{cls.__name__} needs at least {cls._REQUIRED} fields, got {n}",
+                    frame_id=_peek_id(cls, values),
+                )
             values.extend(cls._DEFAULTS[n:])
-        for i, kind in enumerate(cls._KINDS):
+        for i, check in enumerate(cls._DECODE_CHECKERS):
+            if not check(values[i]):
+                frame_id = _peek_id(cls, values)
+                try:
+                    cls._invalid(names[i], values[i], frame_id)
+                except LocalProtocolError as exc:
+                    raise InvalidField(str(exc), frame_id=frame_id) from None
+        for i, kind in cls._FREE:
             if kind == "frames":
                 v = values[i]
                 if i >= n:
                     continue  # left out: the default, no messages
+                frame_id = _peek_id(cls, values)
                 if type(v) is not list or nested:
                     raise InvalidField("msgs must be a list of frames", frame_id=frame_id)
                 if len(v) > self.limits.max_container_len:
                     raise LimitExceeded("too many messages", frame_id=frame_id)
                 values[i] = tuple(self._to_frame(m, nested=True) for m in v)
-            elif kind not in _SCALAR_KINDS:
-                self._check_value(values[i], 1, kind == "delta", frame_id)
-        try:
-            return cls(*values)
-        except LocalProtocolError as exc:
-            raise InvalidField(str(exc), frame_id=frame_id) from None
+            else:
+                v = values[i]
+                t = type(v)
+                if self._lengths_enforced and (t is str or t is bytes or t is int):
+                    continue  # the unpacker checked its length (or range) as it read
+                self._check_value(v, 1, kind == "delta", _peek_id(cls, values))
+        return cls._from_checked(values)
+
+    #: True where the decoder itself enforces the string, binary and container
+    #: lengths while it reads (msgpack's unpacker); the walk then skips them
+    _lengths_enforced = False
 
     def _check_value(self, value: Any, depth: int, markers: bool, frame_id: int | None) -> None:
-        """Walk a free-form value: data-model types only, depth and lengths bounded."""
-        limits = self.limits
-        if depth > limits.max_depth:
-            raise LimitExceeded(f"nesting deeper than {limits.max_depth}", frame_id=frame_id)
+        """Walk a free-form value: data-model types only, depth and lengths bounded.
+
+        Scalars are checked inline in their container's loop: a state delta is
+        mostly maps of numbers, and a call per number would dominate.
+        """
         t = type(value)
-        if t is str:
-            if len(value) > limits.max_str_len:
-                raise LimitExceeded("string too long", frame_id=frame_id)
-        elif t is int:
-            if not _INT_MIN <= value <= _INT_MAX:
-                raise InvalidField("integer out of 64-bit range", frame_id=frame_id)
-        elif t is float or t is bool or value is None:
-            pass
-        elif t is bytes:
-            if len(value) > limits.max_bin_len:
-                raise LimitExceeded("byte string too long", frame_id=frame_id)
-        elif t is list:
-            if len(value) > limits.max_container_len:
-                raise LimitExceeded("array too long", frame_id=frame_id)
-            for item in value:
-                self._check_value(item, depth + 1, markers, frame_id)
-        elif t is dict:
-            if len(value) > limits.max_container_len:
+        if t is dict:
+            limits = self.limits
+            if depth > limits.max_depth or (value and depth >= limits.max_depth):
+                raise LimitExceeded(f"nesting deeper than {limits.max_depth}", frame_id=frame_id)
+            check_lengths = not self._lengths_enforced
+            if check_lengths and len(value) > limits.max_container_len:
                 raise LimitExceeded("map too long", frame_id=frame_id)
             for key, item in value.items():
                 if type(key) is not str:
                     raise InvalidField("map keys must be text strings", frame_id=frame_id)
-                if len(key) > limits.max_str_len:
+                if check_lengths and len(key) > limits.max_str_len:
                     raise LimitExceeded("map key too long", frame_id=frame_id)
+                ti = type(item)
+                if (
+                    ti is float
+                    or ti is bool
+                    or item is None
+                    or (ti is int and _INT_MIN <= item <= _INT_MAX and not check_lengths)
+                ):
+                    continue
                 self._check_value(item, depth + 1, markers, frame_id)
+        elif t is list:
+            limits = self.limits
+            if depth > limits.max_depth or (value and depth >= limits.max_depth):
+                raise LimitExceeded(f"nesting deeper than {limits.max_depth}", frame_id=frame_id)
+            if not self._lengths_enforced and len(value) > limits.max_container_len:
+                raise LimitExceeded("array too long", frame_id=frame_id)
+            for item in value:
+                ti = type(item)
+                if ti is float or ti is bool or item is None:
+                    continue
+                self._check_value(item, depth + 1, markers, frame_id)
+        elif t is float or t is bool or value is None:
+            pass
+        elif t is int:
+            if not _INT_MIN <= value <= _INT_MAX:
+                raise InvalidField("integer out of 64-bit range", frame_id=frame_id)
+        elif t is str:
+            if len(value) > self.limits.max_str_len:
+                raise LimitExceeded("string too long", frame_id=frame_id)
+        elif t is bytes:
+            if len(value) > self.limits.max_bin_len:
+                raise LimitExceeded("byte string too long", frame_id=frame_id)
         elif markers and value is DELETE:
             pass
         elif markers and t is Replace:
+            if depth + 1 > self.limits.max_depth:
+                raise LimitExceeded(
+                    f"nesting deeper than {self.limits.max_depth}", frame_id=frame_id
+                )
             self._check_value(value.value, depth + 1, markers, frame_id)
         else:
             raise InvalidField(f"values of type {t.__name__} are not allowed", frame_id=frame_id)
@@ -206,11 +242,11 @@ class Codec:
 
 
 def _peek_id(cls: type[Frame], values: list[Any]) -> int | None:
-    for name in ("id", "seq"):
-        if name in cls._NAMES:
-            i = cls._NAMES.index(name)
-            if i < len(values) and type(values[i]) is int and 0 <= values[i] <= _UINT_MAX:
-                return values[i]
+    i = cls._ID_INDEX
+    if 0 <= i < len(values):
+        v = values[i]
+        if type(v) is int and 0 <= v <= _UINT_MAX:
+            return v
     return None
 
 
@@ -236,6 +272,7 @@ class MsgpackCodec(Codec):
 
     name = "msgpack"
     subprotocol = "roomwire.v1.msgpack"
+    _lengths_enforced = True
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         super().__init__(limits)

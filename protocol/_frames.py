@@ -66,28 +66,42 @@ _repr.maxlist = 4
 _repr.maxlevel = 2
 
 
-def _check(kind: str, value: Any) -> bool:
-    if kind == "uint":
-        return type(value) is int and 0 <= value <= _UINT_MAX
-    if kind == "uint?":
-        return value is None or (type(value) is int and 0 <= value <= _UINT_MAX)
-    if kind == "str":
-        return type(value) is str
-    if kind == "str?":
-        return value is None or type(value) is str
-    if kind == "bool":
-        return type(value) is bool
-    if kind == "bytes":
-        return type(value) is bytes
-    if kind == "map":
-        return isinstance(value, Mapping)
-    if kind == "target":
-        return type(value) is str or (
-            type(value) in (list, tuple) and all(type(v) is str for v in value)
-        )
-    if kind == "frames":
-        return type(value) in (list, tuple) and all(isinstance(v, Frame) for v in value)
+def _is_uint(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= _UINT_MAX
+
+
+def _is_target(value: Any) -> bool:
+    return type(value) is str or (
+        type(value) in (list, tuple) and all(type(v) is str for v in value)
+    )
+
+
+def _is_frames(value: Any) -> bool:
+    return type(value) in (list, tuple) and all(isinstance(v, Frame) for v in value)
+
+
+def _anything(value: Any) -> bool:
     return True  # any, delta: checked by the codec's walk of the decoded value
+
+
+#: one predicate per field kind; a frame class keeps the tuple for its fields
+_CHECKS: dict[str, Any] = {
+    "uint": _is_uint,
+    "uint?": lambda v: v is None or _is_uint(v),
+    "str": lambda v: type(v) is str,
+    "str?": lambda v: v is None or type(v) is str,
+    "bool": lambda v: type(v) is bool,
+    "bytes": lambda v: type(v) is bytes,
+    "map": lambda v: isinstance(v, Mapping),
+    "target": _is_target,
+    "frames": _is_frames,
+    "any": _anything,
+    "delta": _anything,
+}
+
+
+def _check(kind: str, value: Any) -> bool:
+    return _CHECKS[kind](value)
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -99,15 +113,37 @@ class Frame:
     _NAMES: ClassVar[tuple[str, ...]] = ()
     _DEFAULTS: ClassVar[tuple[Any, ...]] = ()
     _REQUIRED: ClassVar[int] = 0
+    _CHECKERS: ClassVar[tuple[Any, ...]] = ()
+    _DECODE_CHECKERS: ClassVar[tuple[Any, ...]] = ()  # frames fields: checked by the codec
+    _SLOTS: ClassVar[tuple[Any, ...]] = ()  # the slot descriptors, in field order
+    _ID_INDEX: ClassVar[int] = -1  # where the frame's id (or seq) is, or -1
+    #: (index, kind) of the fields a codec must walk: free-form values and frames
+    _FREE: ClassVar[tuple[tuple[int, str], ...]] = ()
 
     def __post_init__(self) -> None:
-        for name, kind in zip(self._NAMES, self._KINDS, strict=True):
-            if not _check(kind, getattr(self, name)):
-                value = _repr.repr(getattr(self, name))
-                raise LocalProtocolError(
-                    f"{type(self).__name__}.{name} must be {kind}, got {value}",
-                    frame_id=self.frame_id(),
-                )
+        for name, check in zip(self._NAMES, self._CHECKERS, strict=True):
+            if not check(getattr(self, name)):
+                self._invalid(name, getattr(self, name), self.frame_id())
+
+    @classmethod
+    def _invalid(cls, name: str, value: Any, frame_id: int | None) -> None:
+        kind = cls._KINDS[cls._NAMES.index(name)]
+        raise LocalProtocolError(
+            f"{cls.__name__}.{name} must be {kind}, got {_repr.repr(value)}",
+            frame_id=frame_id,
+        )
+
+    @classmethod
+    def _from_checked(cls, values: list[Any]) -> Frame:
+        """Build a frame from values the caller has just validated field by field.
+
+        The decoder's fast path: it skips ``__init__``/``__post_init__`` (which
+        would check every field a second time) and sets the slots directly.
+        """
+        frame = object.__new__(cls)
+        for slot, value in zip(cls._SLOTS, values, strict=True):
+            slot.__set__(frame, value)
+        return frame
 
     def frame_id(self) -> int | None:
         """The client-chosen id that error frames refer back to, where the frame has one."""
@@ -153,7 +189,15 @@ def _register(type_id: int, *kinds: str):
             raise AssertionError(f"{cls.__name__}: {len(fs)} fields, {len(kinds)} kinds")
         cls.TYPE = type_id
         cls._KINDS = kinds
+        cls._CHECKERS = tuple(_CHECKS[k] for k in kinds)
+        cls._DECODE_CHECKERS = tuple(_anything if k == "frames" else _CHECKS[k] for k in kinds)
+        cls._FREE = tuple((i, k) for i, k in enumerate(kinds) if k not in ("uint", "uint?", "bool"))
         cls._NAMES = tuple(f.name for f in fs)
+        cls._SLOTS = tuple(cls.__dict__[f.name] for f in fs)
+        for id_name in ("id", "seq"):
+            if id_name in cls._NAMES:
+                cls._ID_INDEX = cls._NAMES.index(id_name)
+                break
         defaults = []
         for f in fs:
             if f.default is not _MISSING:
@@ -273,11 +317,12 @@ class State(Frame):
     msgs: tuple[Frame, ...] = ()
 
 
-@_register(10, "uint", "target", "str", "any", "bool", "str?")
+@_register(10, "uint", "target", "str", "any", "bool", "str?", "uint?")
 @dataclass(frozen=True, slots=True, repr=False)
 class Rpc(Frame):
     """A call. Client -> server: ``target`` is a player id, a list of them, or one of
-    "host", "others", "all", "room". Server -> callee: ``caller`` is set by the server."""
+    "host", "others", "all", "room". Server -> callee: ``caller`` is set by the server.
+    ``timeout_ms``: how long the caller waits (the relay caps it; null: its default)."""
 
     id: int
     target: str | list[str]
@@ -285,6 +330,7 @@ class Rpc(Frame):
     args: Any = None
     buffered: bool = False
     caller: str | None = None
+    timeout_ms: int | None = None
 
 
 @_register(11, "uint", "bool", "any")

@@ -639,9 +639,10 @@ class _LiveView:
         table.add_column("")
         for row in rows:
             style = {"final": "green", "failed": "red"}.get(row.phase, "")
-            note = f"winner {row.winner}" if row.winner else ""
+            # player names are the players' text: never read them as markup
+            note = Text(f"winner {row.winner}" if row.winner else "")
             if row.errors:
-                note = f"[red]{row.errors} bot error(s)[/red] {note}".strip()
+                note = Text.assemble((f"{row.errors} bot error(s) ", "red"), note)
             table.add_row(
                 row.name,
                 row.codec,
@@ -954,6 +955,7 @@ def _print_standings_rich(console: Any, rooms: list[_RoomRun]) -> None:
         return
     from rich.columns import Columns
     from rich.table import Table
+    from rich.text import Text
 
     tables = []
     for room in rooms:
@@ -962,7 +964,7 @@ def _print_standings_rich(console: Any, rooms: list[_RoomRun]) -> None:
         table.add_column("name")
         table.add_column("score", justify="right")
         for rank, name, score in _standings(room):
-            table.add_row(str(rank), name, str(score), style="bold" if rank == 1 else "")
+            table.add_row(str(rank), Text(name), str(score), style="bold" if rank == 1 else "")
         tables.append(table)
     console.print("[bold]Final standings[/bold]")
     console.print(Columns(tables, padding=(0, 3)))

@@ -64,6 +64,9 @@ log = logging.getLogger("relay.client")
 _FIRST_REQUEST_ID = 1 << 32
 
 
+_RPC_LOCAL_WAIT = 75.0  # longer than a relay's default cap on RPC timeouts (60 s)
+
+
 class ClientError(Exception):
     """The relay answered a request with an error frame. ``code`` is the error code."""
 
@@ -196,7 +199,7 @@ class RelayClient:
         method: str,
         args: Any = None,
         *,
-        timeout: float = 10.0,
+        timeout: float | None = None,
         buffered: bool = False,
     ) -> Any:
         """Call ``method`` on ``target`` ("room", "host", a player id...) and return its value.
@@ -205,11 +208,16 @@ class RelayClient:
         entry per callee. ``buffered`` (with "others" or "all"): the room also
         replays the call to players who join later (``unbuffer`` stops that).
         Raises ``RpcError`` when the callee (or the room) answers with an error,
-        or with code ``rpc_timeout`` when no answer comes within ``timeout``.
+        or with code ``rpc_timeout`` when no answer comes within ``timeout``
+        (seconds; the relay caps it). Without ``timeout`` the relay's default
+        applies and this call waits for the relay's answer.
         """
+        timeout_ms = None if timeout is None else max(1, int(timeout * 1000))
         try:
-            call = Rpc(next(self._ids), target, method, args, buffered)
-            result = await self._request(call, timeout)
+            call = Rpc(next(self._ids), target, method, args, buffered, None, timeout_ms)
+            # the relay answers rpc_timeout itself; the local bound only covers a lost relay
+            local = _RPC_LOCAL_WAIT if timeout is None else timeout + 1.0
+            result = await self._request(call, local)
         except trio.TooSlowError:
             raise RpcError("rpc_timeout", f"no answer to {method!r} within {timeout} s") from None
         except ClientError as exc:

@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 #: the server transports the end-to-end suite runs against
-TRANSPORTS = ["websocket"]
+TRANSPORTS = ["websocket", "fast"]
 
 MSGPACK = "roomwire.v1.msgpack"
 CBOR = "roomwire.v1.cbor"

@@ -372,7 +372,7 @@ async def test_too_many_pending_messages_close_a_member(autojump_clock):
 # -- RPCs and messages --------------------------------------------------------
 
 
-async def test_room_rpcs_answer_with_results_and_other_targets_are_not_supported(autojump_clock):
+async def test_room_rpcs_answer_with_results_and_relay_to_other_targets(autojump_clock):
     room = make_room(ToyRules())
     async with trio.open_nursery() as nursery:
         nursery.start_soon(room.run)
@@ -390,8 +390,8 @@ async def test_room_rpcs_answer_with_results_and_other_targets_are_not_supported
         assert msgs[0] == RpcResult(1, True, None)
         assert msgs[1] == RpcResult(2, False, {"code": "not_allowed", "message": "refused"})
         assert msgs[2].id == 3 and not msgs[2].ok and msgs[2].value["code"] == "invalid_event"
-        assert (type(msgs[3]), msgs[3].code, msgs[3].ref) == (Error, "not_supported", 4)
-        assert (type(msgs[4]), msgs[4].code) == (Error, "not_supported")
+        assert msgs[3] == RpcResult(4, True, {})  # "others": nobody else in the room
+        assert (type(msgs[4]), msgs[4].code) == (Error, "no_such_player")
         assert msgs[5] == RpcResult(5, True, None)
         assert room.public_state["game"]["count"] == 2
         nursery.cancel_scope.cancel()
