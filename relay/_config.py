@@ -60,7 +60,10 @@ class Config:
     store_flush_interval: float = field(
         default=0.05, metadata={"help": "seconds between store writes (one batch, all rooms)"}
     )
-    transport: str = field(default="websocket", metadata={"help": "server transport"})
+    transport: str = field(
+        default="",
+        metadata={"help": "fast or websocket (default: fast; websocket with --tls-cert)"},
+    )
     tls_cert: str | None = field(default=None, metadata={"help": "PEM certificate (enables TLS)"})
     tls_key: str | None = field(default=None, metadata={"help": "PEM private key for --tls-cert"})
     keys: tuple[str, ...] = field(
@@ -111,6 +114,10 @@ class Config:
             raise ConfigError(f"port must be 0..65535, got {self.port}")
         if self.http_port is not None and not 0 <= self.http_port <= 65535:
             raise ConfigError(f"http_port must be 0..65535, got {self.http_port}")
+        if not self.transport:
+            # the tick-polled transport is the default; in-process TLS is the
+            # websocket transport's (see docs/operations.md)
+            object.__setattr__(self, "transport", "websocket" if self.tls_cert else "fast")
         if self.transport not in TRANSPORTS:
             known = ", ".join(TRANSPORTS)
             raise ConfigError(f"unknown transport {self.transport!r} (known: {known})")

@@ -159,7 +159,9 @@ async def test_healthz_and_metrics(tmp_path: Path) -> None:
         assert served.http_port is not None
         async with connect(served.url) as client:
             await client.create("arena")
-            await client.send_input({"x": 1.0})
+            seq = await client.send_input({"x": 1.0})
+            # a tick-polled transport counts the input when the room's tick reads it
+            await client.wait_for(lambda c: c.state["players"][c.player_id]["seq"] >= seq)
             status, headers, body = await http_get(served.http_port, "/healthz")
             assert status == 200
             assert headers["content-type"] == "application/json"
