@@ -9,7 +9,8 @@ A ``Room`` is fed by two sources and reads both only at its tick:
 * each member's ``Link`` (data: inputs, RPCs), read with one non-blocking
   ``receive_nowait`` per member per tick.
 
-Ticks run on absolute deadlines ``t0 + n / tick_rate``. A tick that overruns
+Ticks run on absolute deadlines ``t0 + n / tick_rate`` (n = 0, 1, ...; the
+first one at once). A tick that overruns
 is counted and the schedule skips to the next deadline still ahead: it never
 stretches, drifts or bursts to catch up.
 
@@ -867,8 +868,10 @@ class Room:
             return
         rate = self._rate
         if self._t0 is None:
+            # The first tick runs at once, so whoever created the room (and is
+            # waiting in its mailbox to join) is answered now, not a period later.
             self._t0 = trio.current_time()
-            self._n = 0
+            self._n = -1
             if self.checkpoint_sink is not None:
                 # A restore starts from a snapshot: the store gets one before any journal.
                 self._write_checkpoint()

@@ -89,15 +89,16 @@ async def test_ticks_hold_the_rate_for_minutes_without_drift(autojump_clock):
         nursery.start_soon(room.run)
         await trio.sleep(120 + PERIOD / 2)
         nursery.cancel_scope.cancel()
-    assert len(seen) == 2400
+    # the first tick runs at once (t0), then one every period: 0 .. 120 s is 2401 ticks
+    assert len(seen) == 2401
     for n, (tick, at) in enumerate(seen, start=1):
         assert tick == n
-        assert at == t0 + n / 20  # exactly on the absolute grid: no accumulated error
+        assert at == t0 + (n - 1) / 20  # exactly on the absolute grid: no accumulated error
     stats = room.statistics()
-    assert (stats.ticks, stats.overruns, stats.skipped_deadlines) == (2400, 0, 0)
+    assert (stats.ticks, stats.overruns, stats.skipped_deadlines) == (2401, 0, 0)
     assert stats.late_ticks == 0
     assert len(stats.tick_durations) == room.config.tick_samples
-    assert sum(stats.tick_histogram) == 2400
+    assert sum(stats.tick_histogram) == 2401
 
 
 async def test_a_slow_tick_is_an_overrun_and_the_grid_holds(autojump_clock):
@@ -114,12 +115,13 @@ async def test_a_slow_tick_is_an_overrun_and_the_grid_holds(autojump_clock):
         nursery.start_soon(room.run)
         await trio.sleep(2.0 + PERIOD / 2)
         nursery.cancel_scope.cancel()
-    # tick 10 ran at 0.50 s and ended at 0.62 s: the deadlines at 0.55 and 0.60
-    # are skipped (no burst), and tick 11 runs at 0.65, back on the grid.
-    assert seen[9] == (10, t0 + 10 / 20)
-    assert seen[10] == (11, t0 + 13 / 20)
+    # the first tick runs at once; tick 10 ran at 0.45 s and ended at 0.57 s: the
+    # deadlines at 0.50 and 0.55 are skipped (no burst), and tick 11 runs at 0.60,
+    # back on the grid.
+    assert seen[9] == (10, t0 + 9 / 20)
+    assert seen[10] == (11, t0 + 12 / 20)
     for tick, at in seen[10:]:
-        assert at == t0 + (tick + 2) / 20
+        assert at == t0 + (tick + 1) / 20
     stats = room.statistics()
     assert stats.overruns == 1
     assert stats.skipped_deadlines == 2
