@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=3.0, help="settle time before it, s (3)")
     p.add_argument("--seed", type=int, default=1, help="phases, walks, masks (default 1)")
     p.add_argument("--input-hz", type=float, default=20.0, help="inputs per client per s (20)")
-    p.add_argument("--transport", default="fast", help="relay serve --transport (fast or websocket)")
+    p.add_argument("--transport", default="fast", help="fast or websocket (default fast)")
     p.add_argument("--server-cpus", default="0", help="CPUs of the server (default 0)")
     p.add_argument("--client-cpus", default="1", help="CPUs of the load generator (default 1)")
     p.add_argument("--workers", type=int, default=1, help="load-generator processes (1)")

@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server-cpus", default="0", help="CPUs of the server (0)")
     p.add_argument("--client-cpus", default="1", help="CPUs of the load generator (1)")
     p.add_argument("--workers", type=int, default=1, help="load-generator processes (1)")
-    p.add_argument("--transport", default="fast", help="relay serve --transport (fast or websocket)")
+    p.add_argument("--transport", default="fast", help="fast or websocket (default fast)")
     p.add_argument("--json", metavar="FILE", help="write the full result as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
