@@ -172,10 +172,21 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         trio.run(run)
-    except RelayStartupError as exc:
-        print(f"relay: {exc}", file=sys.stderr)
+    except (RelayStartupError, BaseExceptionGroup) as exc:
+        # raised inside nurseries, it arrives wrapped in exception groups
+        startup = _only(exc, RelayStartupError)
+        if startup is None:
+            raise
+        print(f"relay: {startup}", file=sys.stderr)
         return EXIT_FAILURE
     return 0
+
+
+def _only(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``exc`` if it is a ``kind``, or the one ``kind`` inside nested groups, else None."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, kind) else None
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:

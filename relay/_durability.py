@@ -83,8 +83,9 @@ class RoomSink:
     - a room code's first write in this process replaces whatever the store holds under
       that code (a stale room of a dead process must not mix with a new room), unless
       this process restored that very room from the store (``adopt``);
-    - a room that closes for good has its checkpoint deleted, except at shutdown when it
-      still has seats taken: those players may come back after the restart;
+    - a room that closes for good has its checkpoint deleted, except the rooms in
+      ``keep`` (set at shutdown) that still have seats taken: their players may come
+      back after the restart;
     - snapshots carry the room's ``history`` (its phase and seat changes, bounded), so
       ``relay replay`` can tell what happened before the latest snapshot.
 
@@ -98,7 +99,7 @@ class RoomSink:
         self._live: set[str] = set()  # codes written (or restored) by this process
         self._history: dict[str, list[list[Any]]] = {}
         self._last: dict[str, tuple[Any, frozenset[str]]] = {}  # code -> (phase, seats)
-        self.keep_on_close = False  # set at shutdown
+        self.keep: frozenset[str] = frozenset()  # codes to keep when they close (shutdown)
         self.snapshots = 0
         self.journal_entries = 0
         self.deletes = 0
@@ -116,11 +117,14 @@ class RoomSink:
             self._live.add(code)
         return cp
 
-    def adopt(self, code: str, history: list[list[Any]] | None = None) -> None:
-        """``code`` was restored from the store by this process: keep its stored room."""
+    def adopt(self, code: str, stored: Mapping[str, Any]) -> None:
+        """``code`` was restored from the store by this process (``stored``: its stored
+        snapshot): keep its stored room and carry its history on."""
         self._live.add(code)
-        if history:
+        history = stored.get("history")
+        if isinstance(history, list) and history:
             self._history[code] = [list(item) for item in history][-self._history_limit :]
+        self._last[code] = _marks(stored)
 
     def history(self, code: str) -> list[list[Any]]:
         """The room's recorded phase and seat changes, ``[tick, time, kind, value]``."""
@@ -142,7 +146,7 @@ class RoomSink:
         self._history.pop(code, None)
         self._last.pop(code, None)
         cp = self._checkpointer
-        if cp is None or (self.keep_on_close and members > 0):
+        if cp is None or (code in self.keep and members > 0):
             return
         try:
             cp.submit_delete_nowait(code)
@@ -153,16 +157,13 @@ class RoomSink:
     def _with_history(self, code: str, data: bytes) -> bytes:
         """``data`` with the room's history added; records phase and seat changes."""
         snap = msgpack.unpackb(data, raw=False, strict_map_key=False)
-        state = snap.get("state")
-        phase = state.get("phase") if isinstance(state, dict) else None
-        seats = frozenset(snap.get("members") or ())
+        phase, seats = _marks(snap)
         history = self._history.get(code)
         last = self._last.get(code)
         tick, at = snap.get("tick"), snap.get("saved_at")
         changes: list[list[Any]] = []
         if phase is not None and (last is None or last[0] != phase):
-            round_ = state.get("round") if isinstance(state, dict) else None
-            changes.append([tick, at, "phase", phase if not round_ else f"{phase} {round_}"])
+            changes.append([tick, at, "phase", phase])
         before = last[1] if last is not None else frozenset()
         changes.extend([tick, at, "seated", pid] for pid in sorted(seats - before))
         changes.extend([tick, at, "unseated", pid] for pid in sorted(before - seats))
@@ -176,6 +177,19 @@ class RoomSink:
             return data
         snap["history"] = history
         return msgpack.packb(snap, use_bin_type=True)
+
+
+def _marks(snap: Mapping[str, Any]) -> tuple[str | None, frozenset[str]]:
+    """What a room's history follows in a snapshot: its phase (with the round, if the
+    rule set has rounds) and the players seated."""
+    state = snap.get("state")
+    phase = None
+    if isinstance(state, dict) and state.get("phase") is not None:
+        phase = str(state["phase"])
+        if state.get("round"):
+            phase += f" {state['round']}"
+    members = snap.get("members")
+    return phase, frozenset(members) if isinstance(members, dict) else frozenset()
 
 
 # --------------------------------------------------------------------------- game records
@@ -391,9 +405,22 @@ class Durability:
                 with trio.CancelScope(shield=True):
                     await store.aclose()
 
-    def begin_shutdown(self) -> None:
-        """From now on, rooms that close with seats taken keep their checkpoints."""
-        self.room_sink.keep_on_close = True
+    def begin_shutdown(self, connected: set[str] | frozenset[str] = frozenset()) -> None:
+        """The relay is stopping: keep the checkpoints of the rooms where one of the
+        ``connected`` players (those with a connection now) has a seat, so they come
+        back with the next process; the other rooms are deleted as they close.
+
+        A room nobody is connected to (its players left, or it was restored and
+        nobody came back) is not worth bringing back.
+        """
+        registry = self._registry
+        if registry is None:
+            return
+        self.room_sink.keep = frozenset(
+            handle.code
+            for handle in registry.rooms()
+            if any(m.player_id in connected for m in handle.members())
+        )
 
     async def _restore_once(self, registry: RoomRegistry) -> bool:
         """One attempt to restore every stored room; False if the store was unavailable."""
@@ -437,6 +464,8 @@ class Durability:
         that cannot be rebuilt is logged and left in the store for ``relay replay``.
         """
         code = record.code
+        if any(handle.code == code for handle in registry.rooms()):
+            return False  # a room of this process has the code: the stored one is stale
         try:
             result, stored = rebuild_room(record, registry.rules_for)
         except (InvalidSnapshot, RoomError) as exc:
@@ -449,15 +478,15 @@ class Durability:
         snapshot = result.room.snapshot()
         grace = max(registry.config.reconnect_grace, self.restore_grace)
         config = dataclasses.replace(registry.config, reconnect_grace=grace)
-        history = stored.get("history")
-        self.room_sink.adopt(code, history if isinstance(history, list) else None)
         try:
             registry.restore(snapshot, config=config)
         except (RoomError, InvalidSnapshot) as exc:
-            self.room_sink.room_closed(code, "not restored", 1)  # keeps nothing of ours
             self.restore_failures += 1
             log.error("room %s cannot be restored: %s", code, exc)
             return False
+        # Before the room's first tick (its task has not run yet): its first snapshot
+        # then supersedes the stored room instead of replacing it.
+        self.room_sink.adopt(code, stored)
         self.restored += 1
         return True
 

@@ -203,7 +203,8 @@ class Relay:
             return
         self._stopping = True
         if self.durability is not None:
-            self.durability.begin_shutdown()
+            connected = {getattr(link, "player_id", None) for link in self.connections}
+            self.durability.begin_shutdown({pid for pid in connected if pid})
         if self._listener_scope is not None:
             self._listener_scope.cancel()
         for link in list(self.connections):

@@ -440,6 +440,17 @@ async def test_replay_and_leaderboard_commands_read_the_store(tmp_path):
     assert "Traceback" not in out.stderr
 
 
+def test_serve_refuses_a_store_it_cannot_open_with_one_line(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    for flags, message in (
+        (["--store", "bogus://x"], "relay: cannot open the store: unsupported store URL"),
+        (["--data-dir", str(tmp_path / "a-file" / "sub")], "cannot create data directory"),
+    ):
+        out = _relay("serve", "--port", "0", *flags, timeout=30)
+        assert out.returncode == 1 and message in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr and len(out.stderr.splitlines()) == 1
+
+
 async def http_get(port: int, path: str) -> tuple[int, bytes]:
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
@@ -482,6 +493,26 @@ async def test_health_metrics_and_leaderboard_on_the_http_port(tmp_path):
             "relay_journal_entries_total",
         ):
             assert f"\n{name} ".encode() in body, name
+
+
+async def test_a_graceful_stop_keeps_only_the_rooms_players_are_in(tmp_path):
+    config = fast_config(tmp_path, "websocket", store="memory:", reconnect_grace=30.0)
+    async with start_relay(config) as r:
+        store = r.relay.durability.store
+        async with connect(r.url, reconnect=False) as gone:
+            left_behind = await gone.create("arena")  # its player leaves before the stop
+        async with connect(r.url, reconnect=False) as c:
+            kept = await c.create("arena")
+            await c.send_input({"x": 3.0})
+            await c.wait_for(lambda c: c.state["players"][c.player_id]["seq"] == 1)
+            await r.relay.shutdown(timeout=2.0)
+        await r.relay.durability.checkpointer.wait_flushed()
+        assert await store.list_rooms() == [kept]
+        assert left_behind != kept
+        record = await store.load_room(kept)
+        rebuilt, _ = rebuild_room(record, {"arena": ArenaRules()}.__getitem__)
+        (entity,) = rebuilt.room.public_state["players"].values()
+        assert entity["x"] == 3.0 and entity["seq"] == 1
 
 
 @pytest.mark.slow
