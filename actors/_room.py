@@ -123,6 +123,7 @@ from ._rpc import replay_buffered as _rpc_replay
 from ._rpc import route as _rpc_route
 from ._rpc import runtime_call as _runtime_call
 from ._text import clean_text
+from ._ticker import Ticker
 from ._timers import Timers
 from ._voice import DEFAULT_MAX_SIGNAL_BYTES, VoiceState, relay_signal
 
@@ -597,6 +598,8 @@ class Room:
         self._input_fields: dict[str, str] = dict(rules.input_fields)
         self._mailbox = Mailbox(config.mailbox_size, name=code)
         self._rate = float(config.tick_rate)
+        #: the shared timer the room waits on (set by the registry); None: trio's own
+        self.ticker: Ticker | None = None
         self._t0: float | None = None  # trio time of the schedule's tick 0
         self._n = 0  # index of the last scheduled deadline
         self._closed = False
@@ -878,10 +881,15 @@ class Room:
         else:  # a restart: carry on with the next deadline still ahead
             self._n = max(self._n, math.floor((trio.current_time() - self._t0) * rate))
         t0 = self._t0
+        ticker = self.ticker
+        # the shared timer's grid is coarse: rooms ticking faster than four slots
+        # per period keep their own exact timer
+        shared = ticker is not None and 1 / rate >= 4 * ticker.slot
+        sleep_until = ticker.sleep_until if shared else trio.sleep_until
         while not self._closed:
             self._n += 1
             deadline = t0 + self._n / rate
-            await trio.sleep_until(deadline)
+            await sleep_until(deadline)
             started = trio.current_time()
             self._tick_once()
             ended = trio.current_time()

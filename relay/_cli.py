@@ -149,12 +149,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     config = _config_from(args)
     _setup_logging(config.log_level)
+    from ._gc import collect_periodically, tune_gc
     from ._server import Relay, RelayStartupError
 
     async def run() -> None:
         relay = Relay(config)
         async with trio.open_nursery() as nursery:
             addresses = await nursery.start(relay.run)
+            if config.gc_interval > 0:
+                tune_gc()
+                nursery.start_soon(collect_periodically, config.gc_interval)
             scheme = "wss" if config.tls_cert else "ws"
             print(f"relay listening on {scheme}://{config.host}:{addresses.port}", flush=True)
             if addresses.http_port is not None:

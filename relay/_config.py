@@ -82,6 +82,10 @@ class Config:
     empty_room_grace: float = field(default=30.0, metadata={"help": "seconds an empty room lives"})
     max_room_lifetime: float = field(default=4 * 3600.0, metadata={"help": "room lifetime, s"})
     log_level: str = field(default="warning", metadata={"help": "debug, info, warning, error"})
+    gc_interval: float = field(
+        default=300.0,
+        metadata={"help": "seconds between full garbage collections (0: Python's automatic)"},
+    )
     reconnect_grace: float = field(
         default=30.0, metadata={"help": "seconds a dropped player keeps its seat (0: none)"}
     )
@@ -134,6 +138,8 @@ class Config:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         self._check_limits()
+        if not (math.isfinite(self.gc_interval) and self.gc_interval >= 0):
+            raise ConfigError(f"gc_interval must be 0 or more seconds, got {self.gc_interval}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level must be debug, info, warning or error: {self.log_level}")
 

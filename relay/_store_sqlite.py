@@ -22,6 +22,7 @@ from ._store import (
     JournalEntry,
     LeaderboardEntry,
     RoomRecord,
+    RoomWrite,
     Snapshot,
     StoreConfigError,
     StoreCounters,
@@ -38,6 +39,10 @@ from ._store import (
 __all__ = ["SQLiteStore"]
 
 log = logging.getLogger("relay.store")
+
+#: a room's expiry is rewritten when it would move by more than this (or a tenth of
+#: its TTL): a live room's row is then touched about once a minute, not every flush
+_EXPIRY_SLACK = 60.0
 
 T = TypeVar("T")
 
@@ -127,6 +132,11 @@ class SQLiteStore:
         self._clock = clock
         self._conn: sqlite3.Connection | None = None
         self._next_purge = 0.0
+        # What this process last wrote of each room: (snapshot tick floor, expires_at).
+        # One process writes a store (docs/durability.md), so the rooms table need
+        # not be read back on every flush: a flush is then one INSERT per journal
+        # row, and a room's expiry is rewritten only when it would move a lot.
+        self._meta: dict[str, tuple[int, float]] = {}
         self._closed = False
         # One token: every call runs on the single connection, one at a time. A cancelled
         # call's thread keeps the token until it finishes, so calls never overlap.
@@ -200,53 +210,77 @@ class SQLiteStore:
             (now,),
         )
         cur = conn.execute("DELETE FROM rooms WHERE expires_at <= ?", (now,))
+        self._meta = {code: m for code, m in self._meta.items() if m[1] > now}
         if cur.rowcount:
             log.debug("sqlite store purged %d expired rooms", cur.rowcount)
 
-    @staticmethod
-    def _drop_room(conn: sqlite3.Connection, code: str) -> None:
+    def _drop_room(self, conn: sqlite3.Connection, code: str) -> None:
         conn.execute("DELETE FROM journal WHERE code = ?", (code,))
         conn.execute("DELETE FROM rooms WHERE code = ?", (code,))
+        self._meta.pop(code, None)
 
     def _write_batch(self, conn: sqlite3.Connection, batch: WriteBatch) -> None:
         now = self._clock()
         conn.execute("BEGIN IMMEDIATE")
-        self._purge_if_due(conn, now)
-        for code in batch.deletes:
-            self._drop_room(conn, code)
-        for write in batch.rooms:
-            code = write.code
+        try:
+            self._purge_if_due(conn, now)
+            for code in batch.deletes:
+                self._drop_room(conn, code)
+            journal: list[tuple[str, int, int, bytes]] = []
+            for write in batch.rooms:
+                self._write_room(conn, write, now, journal)
+            if journal:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO journal (code, tick, seq, data) VALUES (?, ?, ?, ?)",
+                    journal,
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            self._meta.clear()  # the transaction rolls back: forget what it claimed
+            raise
+
+    def _write_room(
+        self,
+        conn: sqlite3.Connection,
+        write: RoomWrite,
+        now: float,
+        journal: list[tuple[str, int, int, bytes]],
+    ) -> None:
+        code = write.code
+        meta = self._meta.get(code)
+        if meta is None:
             row = conn.execute(
                 "SELECT snap_tick, expires_at FROM rooms WHERE code = ?", (code,)
             ).fetchone()
-            if row is not None and row[1] <= now:
-                # Expired but not purged yet: it must not leak into the new incarnation.
-                self._drop_room(conn, code)
-                row = None
-            floor = row[0] if row is not None and row[0] is not None else -1
-            expires_at = now + write.ttl
-            snap = write.snapshot
-            if snap is not None and snap.tick >= floor:
-                conn.execute(
-                    "INSERT INTO rooms (code, snap_tick, snap_data, expires_at) "
-                    "VALUES (?, ?, ?, ?) ON CONFLICT (code) DO UPDATE SET "
-                    "snap_tick = excluded.snap_tick, snap_data = excluded.snap_data, "
-                    "expires_at = excluded.expires_at",
-                    (code, snap.tick, snap.data, expires_at),
-                )
-                conn.execute("DELETE FROM journal WHERE code = ? AND tick <= ?", (code, snap.tick))
-                floor = snap.tick
-            else:
-                conn.execute(
-                    "INSERT INTO rooms (code, expires_at) VALUES (?, ?) "
-                    "ON CONFLICT (code) DO UPDATE SET expires_at = excluded.expires_at",
-                    (code, expires_at),
-                )
-            conn.executemany(
-                "INSERT OR IGNORE INTO journal (code, tick, seq, data) VALUES (?, ?, ?, ?)",
-                [(code, e.tick, e.seq, e.data) for e in write.journal if e.tick > floor],
+            if row is not None:
+                meta = (-1 if row[0] is None else row[0], row[1])
+        if meta is not None and meta[1] <= now:
+            # Expired but not purged yet: it must not leak into the new incarnation.
+            self._drop_room(conn, code)
+            meta = None
+        floor = meta[0] if meta is not None else -1
+        expires_at = now + write.ttl
+        snap = write.snapshot
+        if snap is not None and snap.tick >= floor:
+            conn.execute(
+                "INSERT INTO rooms (code, snap_tick, snap_data, expires_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (code) DO UPDATE SET "
+                "snap_tick = excluded.snap_tick, snap_data = excluded.snap_data, "
+                "expires_at = excluded.expires_at",
+                (code, snap.tick, snap.data, expires_at),
             )
-        conn.execute("COMMIT")
+            conn.execute("DELETE FROM journal WHERE code = ? AND tick <= ?", (code, snap.tick))
+            floor = snap.tick
+            meta = (floor, expires_at)
+        elif meta is None or expires_at - meta[1] > min(_EXPIRY_SLACK, write.ttl / 10):
+            conn.execute(
+                "INSERT INTO rooms (code, expires_at) VALUES (?, ?) "
+                "ON CONFLICT (code) DO UPDATE SET expires_at = excluded.expires_at",
+                (code, expires_at),
+            )
+            meta = (floor, expires_at)
+        self._meta[code] = meta
+        journal.extend((code, e.tick, e.seq, e.data) for e in write.journal if e.tick > floor)
 
     def _load_room(self, conn: sqlite3.Connection, code: str) -> RoomRecord | None:
         conn.execute("BEGIN")  # one read snapshot for both queries
