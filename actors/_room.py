@@ -526,6 +526,10 @@ def _pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
 # -- the room ----------------------------------------------------------------
 
 
@@ -609,9 +613,10 @@ class Room:
         self._absent: list[str] = []  # restored seats with no connection yet
         self._recheck_private = True  # compare private views at the next tick
         self._stop_request: str | None = None
-        self._journal: deque[tuple[int, float, list[tuple[Any, ...]]]] = deque(
-            maxlen=config.journal_ticks
-        )
+        # Kept packed (msgpack, as the sink gets it): bytes are not tracked by the
+        # garbage collector and free in one step, where a tick's tuples and dicts
+        # would be scanned and freed one by one (docs/bench.md, "Profile").
+        self._journal: deque[bytes] = deque(maxlen=config.journal_ticks)
         self._next_snapshot_at = -math.inf  # wall clock; see _snapshot_due
         self._rpc_settings = config.rpc_settings
         self._handlers: dict[type, Callable[[_Work, _Member, Any], bool]] = {
@@ -750,7 +755,10 @@ class Room:
         ``("d", pid, grace_until)``,
         ``("c", pid)``, ``("t", name)``. Replaying them over the snapshot
         reproduces the room."""
-        return list(self._journal)
+        return [
+            (tick, now, [tuple(entry) for entry in entries])
+            for tick, now, entries in map(_unpack, self._journal)
+        ]
 
     def statistics(self) -> RoomStatistics:
         return RoomStatistics(
@@ -1310,14 +1318,12 @@ class Room:
                 self._sink_failed("close")
 
     def _write_journal(self, w: _Work) -> None:
-        record = (w.tick, w.now, w.journal)
-        self._journal.append(record)
+        data = _pack((w.tick, w.now, w.journal))
+        self._journal.append(data)
         sink = self.checkpoint_sink
         if sink is not None:
             try:
-                sink.submit_journal_nowait(
-                    self.code, w.tick, _pack(list(record)), self.config.checkpoint_ttl
-                )
+                sink.submit_journal_nowait(self.code, w.tick, data, self.config.checkpoint_ttl)
             except Exception as exc:
                 if getattr(exc, "needs_snapshot", False):
                     # The sink's journal of this room has a gap: snapshot this tick now.
