@@ -1198,6 +1198,7 @@ class Room:
         public = w.public
         max_pending = self.config.max_pending_msgs
         bodies: dict[Any, bytes] = {}
+        frames_by_body: dict[bytes, bytes] = {}  # body -> the frame of a member with no msgs
         frames = 0
         nbytes = 0
         for m in self._order:
@@ -1226,7 +1227,12 @@ class Room:
                 body = self._catch_up_body(m, tick, bodies)
                 if body is None:
                     continue
-            data = codec.state_frame(body, out) if out else codec.state_frame(body)
+            if out:
+                data = codec.state_frame(body, out)
+            else:  # the same bytes for every member with nothing of its own
+                data = frames_by_body.get(body)
+                if data is None:
+                    data = frames_by_body[body] = codec.state_frame(body)
             link.send_nowait(data)
             if out:
                 m.outbox = []

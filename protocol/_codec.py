@@ -36,7 +36,7 @@ from ._errors import (
     RemoteProtocolError,
     UnknownFrameType,
 )
-from ._frames import _UINT_MAX, FRAME_TYPES, Frame, State
+from ._frames import _UINT_MAX, FRAME_TYPES, Frame, Input, State
 from ._limits import DEFAULT_LIMITS, Limits
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "codec_for_subprotocol",
 ]
 
+_INPUT_TYPE = Input.TYPE
 _EXT_DELETE = 1
 _EXT_REPLACE = 2
 _TAG_DELETE = 29300
@@ -113,6 +114,24 @@ class Codec:
                 f"frame of {len(data)} bytes exceeds the limit of {self.limits.max_frame_bytes}"
             )
         obj = self._loads(data)
+        if type(obj) is list and len(obj) == 3 and obj[0] == _INPUT_TYPE:
+            # The frame every client sends every tick: a flat map of numbers (a
+            # player's own fields) takes this short path; anything else, the full one.
+            seq = obj[1]
+            delta = obj[2]
+            if type(seq) is int and 0 <= seq <= _UINT_MAX and type(delta) is dict:
+                max_key = self.limits.max_str_len
+                if len(delta) <= self.limits.max_container_len:
+                    for key, value in delta.items():
+                        t = type(value)
+                        if (
+                            type(key) is not str
+                            or len(key) > max_key
+                            or not (t is float or (t is int and _INT_MIN <= value <= _INT_MAX))
+                        ):
+                            break
+                    else:
+                        return Input._from_checked([seq, delta])
         return self._to_frame(obj, nested=False)
 
     def _to_frame(self, obj: Any, *, nested: bool) -> Frame:

@@ -78,6 +78,9 @@ __all__ = ["FastLink", "FastLinkStatistics", "serve_fast_transport"]
 
 log = logging.getLogger("relay.server")
 
+#: a one-entry cache of the last message framed for sending (see send_nowait)
+_last_payload: bytes = b""
+_last_framed: bytes = encode_binary(b"")
 _RECV_SIZE = 65536  # one recv per tick takes everything a client sends in a tick
 _MAX_READS_PER_TICK = 4  # a flooding client cannot make one tick read without end
 _INBOX_LIMIT = 512  # frames for one tick, before a client is cut off for flooding
@@ -225,7 +228,13 @@ class FastLink:
         stats = self.relay.stats
         stats.frames_sent += 1
         stats.bytes_sent += len(data)
-        self._write_nowait(encode_binary(data))  # header and payload joined once
+        # The room hands the same bytes object to every up-to-date member of a tick:
+        # frame it once (header and payload joined once) and reuse that.
+        global _last_payload, _last_framed
+        if data is not _last_payload:
+            _last_payload = data
+            _last_framed = encode_binary(data)
+        self._write_nowait(_last_framed)
 
     def close_nowait(self, code: int, reason: str) -> None:
         """Close with ``code``: flush what is queued (within a bound), send the close frame,
