@@ -153,6 +153,17 @@ class Message:
         return f"Message({_short(self.data)})"
 
 
+_new_object = object.__new__
+_set_message_data = Message.__dict__["data"].__set__
+
+
+def _message(data: bytes) -> Message:
+    """A ``Message`` of bytes the parser made itself: skips the constructor's check."""
+    message = _new_object(Message)
+    _set_message_data(message, data)
+    return message
+
+
 def _check_control_payload(kind: str, payload: object) -> None:
     if type(payload) is not bytes:
         raise TypeError(f"{kind} payload must be bytes, not {type(payload).__name__}")
@@ -398,13 +409,13 @@ class WebSocketParser:
                 pos = stop
                 if opcode == 0x02:
                     if b0 & 0x80:
-                        append(Message(payload))
+                        append(_message(payload))
                     else:
                         fragments = bytearray(payload)
                 elif opcode == 0x00:
                     fragments += payload
                     if b0 & 0x80:
-                        append(Message(bytes(fragments)))
+                        append(_message(bytes(fragments)))
                         fragments = None
                 elif opcode == 0x09:
                     append(Ping(payload))
