@@ -29,13 +29,17 @@ log = logging.getLogger("relay.server")
 
 #: gen2 is never considered automatically: more gen1 runs than a process sees
 _NO_AUTOMATIC_FULL = 1_000_000_000
+_YOUNG_THRESHOLD = 10_000
 
 
 def tune_gc() -> tuple[int, int, int]:
     """Turn off automatic full collections; returns the thresholds to restore."""
     previous = gc.get_threshold()
     gc.freeze()  # what the imports made lives as long as the process: never scan it
-    gc.set_threshold(previous[0], previous[1], _NO_AUTOMATIC_FULL)
+    # A tick allocates a few thousand short-lived objects; at Python's default of
+    # 700 a young collection runs in the middle of nearly every tick and promotes
+    # objects that die a moment later.
+    gc.set_threshold(_YOUNG_THRESHOLD, previous[1], _NO_AUTOMATIC_FULL)
     return previous
 
 
