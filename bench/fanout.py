@@ -49,11 +49,11 @@ from ._common import (
 __all__ = ["SWEEP_STEPS", "build_parser", "main", "summarize", "sweep_steps"]
 
 SWEEP_STEPS = (80, 200, 400, 800, 1200, 1600)
-SWEEP_INCREMENT = 400  # after the listed steps
+SWEEP_INCREMENT = 200  # after the listed steps: fine steps where a relay tops out
 
 
 def sweep_steps(max_ccu: int, start: int | None = None) -> list[int]:
-    """80, 200, 400, 800, 1200, 1600, then +400 up to ``max_ccu`` (inclusive)."""
+    """80, 200, 400, 800, 1200, 1600, then +200 up to ``max_ccu`` (inclusive)."""
     steps = [s for s in SWEEP_STEPS if s <= max_ccu]
     nxt = SWEEP_STEPS[-1] + SWEEP_INCREMENT
     while nxt <= max_ccu:

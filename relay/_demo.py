@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -795,15 +797,31 @@ async def _watch(
 async def _main(
     args: argparse.Namespace, make_view: Callable[[str], _PlainView | _LiveView]
 ) -> _Outcome:
+    # The embedded store, in a directory of the demo's own: the demo's rooms must
+    # not be restored into a relay that runs later on the default store.
+    data_dir = tempfile.mkdtemp(prefix="roomwire-demo-")
     try:
         config = Config(
             host="127.0.0.1",
             port=0,
             allow_anonymous=True,
+            data_dir=data_dir,
             **({"store": args.store} if args.store else {}),
         )
     except ConfigError as exc:
+        shutil.rmtree(data_dir, ignore_errors=True)
         raise DemoError(str(exc)) from None
+    try:
+        return await _play(args, make_view, config)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def _play(
+    args: argparse.Namespace,
+    make_view: Callable[[str], _PlainView | _LiveView],
+    config: Config,
+) -> _Outcome:
     relay = Relay(config)
     rooms = _plan(args)
     stopper = _Stopper()

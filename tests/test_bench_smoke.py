@@ -284,7 +284,7 @@ def test_seq_shortcut_matches_full_apply_through_moves_joins_and_leaves() -> Non
 
 
 def test_sweep_steps_and_the_sustained_verdict() -> None:
-    assert sweep_steps(2400) == [80, 200, 400, 800, 1200, 1600, 2000, 2400]
+    assert sweep_steps(2400) == [80, 200, 400, 800, 1200, 1600, 1800, 2000, 2200, 2400]
     assert sweep_steps(500, start=200) == [200, 400]
     ok = {"valid": True, "sustained": True, "checks": {"frames": True}}
     bad = {"valid": True, "sustained": False, "checks": {"frames": False, "latency_p99": True}}

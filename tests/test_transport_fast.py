@@ -56,6 +56,7 @@ def make_config(**changes: Any) -> Config:
         "heartbeat_interval": 5.0,
         "heartbeat_timeout": 5.0,
         "hello_timeout": 5.0,
+        "store": "memory:",  # nothing of these rooms may outlive the test
     }
     values.update(changes)
     return Config(**values)
