@@ -37,10 +37,11 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 import trio
 
+T = TypeVar("T")
 __all__ = [
     "BacklogFull",
     "CheckpointOrderError",
@@ -53,6 +54,7 @@ __all__ = [
     "RoomWrite",
     "Snapshot",
     "Store",
+    "StoreCalls",
     "StoreConfigError",
     "StoreDataError",
     "StoreError",
@@ -752,3 +754,48 @@ def open_store(
         f"unsupported store URL {redact_url(url)!r}: use sqlite:PATH, sqlite:///PATH, "
         "redis://HOST:PORT/DB, rediss://HOST:PORT/DB or memory:"
     )
+
+
+class StoreCalls:
+    """The reading and bookkeeping calls both real stores share.
+
+    A store that mixes this in runs its blocking work with ``self._run(fn,
+    *args)`` (off the event loop, in its own worker threads) and implements the
+    blocking ``_load_room``, ``_list_rooms``, ``_delete_room``, ``_record_game``,
+    ``_recent_games`` and ``_leaderboard``; this class checks the arguments and
+    keeps the counters.
+    """
+
+    _counters: StoreCounters
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        raise NotImplementedError
+
+    async def load_room(self, code: str) -> RoomRecord | None:
+        check_code(code)
+        record = await self._run(self._load_room, code)  # type: ignore[attr-defined]
+        self._counters.loads += 1
+        return record
+
+    async def list_rooms(self) -> list[str]:
+        return await self._run(self._list_rooms)  # type: ignore[attr-defined]
+
+    async def delete_room(self, code: str) -> None:
+        check_code(code)
+        await self._run(self._delete_room, code)  # type: ignore[attr-defined]
+        self._counters.deletes += 1
+
+    async def record_game(self, record: GameRecord) -> None:
+        if not isinstance(record, GameRecord):
+            raise StoreInputError(f"record must be a GameRecord, got {record!r}")
+        await self._run(self._record_game, record)  # type: ignore[attr-defined]
+
+    async def recent_games(self, mode: str, limit: int = 10) -> list[GameRecord]:
+        check_code(mode, "game mode")
+        check_limit(limit)
+        return await self._run(self._recent_games, mode, limit)  # type: ignore[attr-defined]
+
+    async def leaderboard(self, mode: str, limit: int = 10) -> list[LeaderboardEntry]:
+        check_code(mode, "game mode")
+        check_limit(limit)
+        return await self._run(self._leaderboard, mode, limit)  # type: ignore[attr-defined]

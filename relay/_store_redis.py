@@ -45,6 +45,7 @@ from ._store import (
     LeaderboardEntry,
     RoomRecord,
     Snapshot,
+    StoreCalls,
     StoreConfigError,
     StoreCounters,
     StoreDataError,
@@ -53,8 +54,6 @@ from ._store import (
     StoreStatistics,
     StoreUnavailable,
     WriteBatch,
-    check_code,
-    check_limit,
     redact_url,
 )
 
@@ -154,7 +153,7 @@ def _map_error(exc: rx.RedisError, where: str) -> StoreError:
     return StoreError(f"redis store {where}: {type(exc).__name__}: {exc}")
 
 
-class RedisStore:
+class RedisStore(StoreCalls):
     """The ``Store`` contract on Redis >= 7.0 (see ``relay._store`` for the semantics).
 
     Args:
@@ -433,35 +432,6 @@ class RedisStore:
         self._counters.batch_done(batch, time.perf_counter() - start)
         if skipped and log.isEnabledFor(logging.DEBUG):
             log.debug("redis store: %d journal entries were already stored", skipped)
-
-    async def load_room(self, code: str) -> RoomRecord | None:
-        check_code(code)
-        record = await self._run(self._load_room, code)
-        self._counters.loads += 1
-        return record
-
-    async def list_rooms(self) -> list[str]:
-        return await self._run(self._list_rooms)
-
-    async def delete_room(self, code: str) -> None:
-        check_code(code)
-        await self._run(self._delete_room, code)
-        self._counters.deletes += 1
-
-    async def record_game(self, record: GameRecord) -> None:
-        if not isinstance(record, GameRecord):
-            raise StoreInputError(f"record must be a GameRecord, got {record!r}")
-        await self._run(self._record_game, record)
-
-    async def recent_games(self, mode: str, limit: int = 10) -> list[GameRecord]:
-        check_code(mode, "game mode")
-        check_limit(limit)
-        return await self._run(self._recent_games, mode, limit)
-
-    async def leaderboard(self, mode: str, limit: int = 10) -> list[LeaderboardEntry]:
-        check_code(mode, "game mode")
-        check_limit(limit)
-        return await self._run(self._leaderboard, mode, limit)
 
     async def ping(self) -> bool:
         if self._closed:

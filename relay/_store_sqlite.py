@@ -24,6 +24,7 @@ from ._store import (
     RoomRecord,
     RoomWrite,
     Snapshot,
+    StoreCalls,
     StoreConfigError,
     StoreCounters,
     StoreDataError,
@@ -32,8 +33,6 @@ from ._store import (
     StoreStatistics,
     StoreUnavailable,
     WriteBatch,
-    check_code,
-    check_limit,
 )
 
 __all__ = ["SQLiteStore"]
@@ -85,7 +84,7 @@ CREATE INDEX IF NOT EXISTS leaderboard_rank ON leaderboard (mode, total DESC, pl
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
-class SQLiteStore:
+class SQLiteStore(StoreCalls):
     """The ``Store`` contract on a SQLite file (see ``relay._store`` for the semantics).
 
     Args:
@@ -376,35 +375,6 @@ class SQLiteStore:
         start = time.perf_counter()
         await self._run(self._write_batch, batch)
         self._counters.batch_done(batch, time.perf_counter() - start)
-
-    async def load_room(self, code: str) -> RoomRecord | None:
-        check_code(code)
-        record = await self._run(self._load_room, code)
-        self._counters.loads += 1
-        return record
-
-    async def list_rooms(self) -> list[str]:
-        return await self._run(self._list_rooms)
-
-    async def delete_room(self, code: str) -> None:
-        check_code(code)
-        await self._run(self._delete_room, code)
-        self._counters.deletes += 1
-
-    async def record_game(self, record: GameRecord) -> None:
-        if not isinstance(record, GameRecord):
-            raise StoreInputError(f"record must be a GameRecord, got {record!r}")
-        await self._run(self._record_game, record)
-
-    async def recent_games(self, mode: str, limit: int = 10) -> list[GameRecord]:
-        check_code(mode, "game mode")
-        check_limit(limit)
-        return await self._run(self._recent_games, mode, limit)
-
-    async def leaderboard(self, mode: str, limit: int = 10) -> list[LeaderboardEntry]:
-        check_code(mode, "game mode")
-        check_limit(limit)
-        return await self._run(self._leaderboard, mode, limit)
 
     async def ping(self) -> bool:
         if self._closed:
