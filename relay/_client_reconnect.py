@@ -112,7 +112,11 @@ class ReconnectPolicy:
 
 @asynccontextmanager
 async def open_connection(
-    url: str, subprotocols: list[str], *, timeout: float
+    url: str,
+    subprotocols: list[str],
+    *,
+    timeout: float,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
     """A client WebSocket to ``url`` (ws or wss) whose TCP stream is always closed at
     the end, also when the handshake fails or times out (``open_websocket_url`` of
@@ -133,7 +137,7 @@ async def open_connection(
                     stream = await trio.open_ssl_over_tcp_stream(
                         parts.hostname,
                         port,
-                        ssl_context=ssl.create_default_context(),
+                        ssl_context=ssl_context or ssl.create_default_context(),
                         https_compatible=True,
                     )
                 else:
@@ -245,7 +249,9 @@ async def _attempt(
     outcome = "retry"
     client._attempting = True  # until welcomed, the reader's end is not a new drop
     try:
-        async with open_connection(url, [client.codec.subprotocol], timeout=timeout) as ws:
+        async with open_connection(
+            url, [client.codec.subprotocol], timeout=timeout, ssl_context=client.ssl_context
+        ) as ws:
             outcome = await _serve(client, ws, ticket, client_name, timeout)
     except* _ATTEMPT_ERRORS as group:
         log.info("reconnect attempt failed: %r", group.exceptions[0])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -106,6 +107,7 @@ class RelayClient:
     def __init__(self, ws: WebSocketConnection, codec: Codec) -> None:
         self.ws = ws
         self.codec = codec
+        self.ssl_context: ssl.SSLContext | None = None  # for wss reconnects
         self.player_id: str | None = None
         self.server: Mapping[str, Any] = {}
         self.code: str | None = None
@@ -501,6 +503,7 @@ async def connect(
     client_name: str = "roomwire-py",
     connect_timeout: float = 10.0,
     reconnect: ReconnectPolicy | bool = True,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[RelayClient]:
     """Connect to a relay, say Hello, and yield a client that has been welcomed.
 
@@ -512,6 +515,8 @@ async def connect(
     ``reconnect``: after a drop (not a close the relay made on purpose) a client
     that holds a seat reconnects with its resume token, with exponential
     backoff and jitter (``ReconnectPolicy``; True: the defaults; False: never).
+
+    ``ssl_context``: for ``wss://`` URLs (default: the system's trust store).
     """
     codec_obj = CODECS[codec]()
     policy = ReconnectPolicy() if reconnect is True else (reconnect or None)
@@ -522,8 +527,10 @@ async def connect(
         connect_timeout=connect_timeout,
         message_queue_size=256,
         receive_buffer_size=None,
+        ssl_context=ssl_context,
     ) as ws:
         client = RelayClient(ws, codec_obj)
+        client.ssl_context = ssl_context
         client._policy = policy
         # a refusal is raised outside the nursery, so the caller gets the
         # ClientError itself rather than an exception group around it
