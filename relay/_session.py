@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from actors import RoomError
 from protocol import (
     PROTOCOL_VERSION,
+    SUBPROTOCOLS,
     CloseCode,
+    Codec,
     Create,
     Error,
     Event,
@@ -28,8 +31,10 @@ from protocol import (
     Input,
     Join,
     Leave,
+    LimitExceeded,
     Ping,
     Pong,
+    ProtocolError,
     QuickJoin,
     Rpc,
     RpcResult,
@@ -43,7 +48,7 @@ from ._tickets import TicketError
 if TYPE_CHECKING:
     from ._server import Relay
 
-__all__ = ["Session", "SessionLink"]
+__all__ = ["ERROR_BUDGET", "INBOX_LIMIT", "LinkBase", "Refusal", "Session", "SessionLink", "admit"]
 
 log = logging.getLogger("relay.session")
 
@@ -233,3 +238,84 @@ class Session:
         ref = frame.frame_id() if frame is not None else None
         self.relay.stats.errors_sent += 1
         self.link.send_frame_nowait(Error(code, message, ref))
+
+
+# -- what both transports share ------------------------------------------------
+
+#: frames waiting for the room's tick before a client is cut off for flooding
+INBOX_LIMIT = 512
+#: protocol errors a connection may cause before it is closed
+ERROR_BUDGET = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a connection is refused at the handshake: an HTTP status and a body."""
+
+    status: int
+    body: str
+
+
+def admit(relay: Relay, offered: Sequence[str], ip: str) -> Codec | Refusal:
+    """The codec of a new connection (the first roomwire subprotocol it offers), or
+    why it is refused: no roomwire subprotocol (400), the relay is full (503), too
+    many new connections from its address (429). Every transport asks this."""
+    codec = None
+    for name in offered:
+        cls = SUBPROTOCOLS.get(name)
+        if cls is not None:
+            codec = relay.codec(cls)
+            break
+    if codec is None:
+        relay.stats.handshake_rejects += 1
+        return Refusal(
+            400,
+            "roomwire: offer the WebSocket subprotocol roomwire.v1.msgpack or "
+            f"roomwire.v1.cbor (offered: {', '.join(offered) or 'none'})\n",
+        )
+    if len(relay.connections) >= relay.config.max_connections:
+        return Refusal(503, "roomwire: server full\n")
+    if not relay.limits.allow_connection(ip):
+        return Refusal(429, "roomwire: too many new connections from here\n")
+    return codec
+
+
+class LinkBase:
+    """The parts of ``SessionLink`` that do not depend on the transport.
+
+    A transport's link subclasses this and provides ``codec``, ``relay``,
+    ``_inbox`` (a list), ``_errors`` (an int), ``send_nowait`` and ``close_nowait``.
+    """
+
+    __slots__ = ()
+
+    codec: Codec
+    relay: Relay
+    _inbox: list[Frame]
+    _errors: int
+
+    def send_nowait(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def close_nowait(self, code: int, reason: str) -> None:
+        raise NotImplementedError
+
+    def send_frame_nowait(self, frame: Frame) -> None:
+        self.send_nowait(self.codec.encode(frame))
+
+    def deliver(self, frame: Frame) -> None:
+        inbox = self._inbox
+        inbox.append(frame)
+        if len(inbox) > INBOX_LIMIT:
+            self.close_nowait(CloseCode.POLICY_VIOLATION, "too many frames: flooding")
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        """Answer a frame that did not decode: an error frame, and a close for an
+        oversized frame or once the connection has used up its error budget."""
+        self.relay.stats.protocol_errors += 1
+        self._errors += 1
+        self.send_frame_nowait(Error(exc.code, exc.message, exc.frame_id))
+        if isinstance(exc, LimitExceeded):
+            self.close_nowait(exc.close_code, exc.code)
+        elif self._errors >= ERROR_BUDGET:
+            self.close_nowait(CloseCode.POLICY_VIOLATION, "too many protocol errors")

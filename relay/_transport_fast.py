@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 import h11
 import trio
 
-from protocol import SUBPROTOCOLS, CloseCode, Codec, Error, Frame, Input, Leave, LimitExceeded
+from protocol import CloseCode, Codec, Error, Frame, Input, Leave
 from protocol import ProtocolError as CodecError
 from protocol._websocket import (
     CloseReceived,
@@ -69,7 +69,7 @@ from protocol._websocket import (
     encode_pong,
 )
 
-from ._session import Session
+from ._session import INBOX_LIMIT, LinkBase, Refusal, Session, admit
 
 if TYPE_CHECKING:
     from ._server import Relay
@@ -83,8 +83,6 @@ _last_payload: bytes = b""
 _last_framed: bytes = encode_binary(b"")
 _RECV_SIZE = 65536  # one recv per tick takes everything a client sends in a tick
 _MAX_READS_PER_TICK = 4  # a flooding client cannot make one tick read without end
-_INBOX_LIMIT = 512  # frames for one tick, before a client is cut off for flooding
-_ERROR_BUDGET = 20  # protocol errors a connection may cause before it is closed
 _CLOSE_FLUSH_TIMEOUT = 2.0
 _MIN_BACKLOG = 1 << 20  # unsent bytes a connection may hold (at least 4 frames of the limit)
 _WRITE_CHUNK = 1 << 18  # the writer joins queued frames up to this many bytes per send
@@ -112,7 +110,7 @@ class _Eof:
 _EOF = _Eof()
 
 
-class FastLink:
+class FastLink(LinkBase):
     """A connection as the session and the room's tick see it (``actors.Link``).
 
     Created by the transport after the opening handshake; ``run`` serves it
@@ -256,17 +254,6 @@ class FastLink:
             self.session.on_detached(reason)
         self._interrupt()
 
-    # -- SessionLink ----------------------------------------------------------
-
-    def send_frame_nowait(self, frame: Frame) -> None:
-        self.send_nowait(self.codec.encode(frame))
-
-    def deliver(self, frame: Frame) -> None:
-        inbox = self._inbox
-        inbox.append(frame)
-        if len(inbox) > _INBOX_LIMIT:
-            self.close_nowait(CloseCode.POLICY_VIOLATION, "too many frames: flooding")
-
     # -- reading (sync: the tick and the connection task share it) --------------
 
     def _read_nowait(self) -> list[Any]:
@@ -340,7 +327,7 @@ class FastLink:
                 self._control(event)
             if self._close_request is not None or self._closed:
                 break
-        if len(inbox) > _INBOX_LIMIT:
+        if len(inbox) > INBOX_LIMIT:
             self.close_nowait(CloseCode.POLICY_VIOLATION, "too many frames: flooding")
 
     def _control(self, event: Any) -> None:
@@ -385,15 +372,6 @@ class FastLink:
                 Error("text_frame", "roomwire speaks binary frames only; text is refused")
             )
         self.close_nowait(exc.close_code, exc.reason)
-
-    def _protocol_error(self, exc: CodecError) -> None:
-        self.relay.stats.protocol_errors += 1
-        self._errors += 1
-        self.send_frame_nowait(Error(exc.code, exc.message, exc.frame_id))
-        if isinstance(exc, LimitExceeded):
-            self.close_nowait(exc.close_code, exc.code)
-        elif self._errors >= _ERROR_BUDGET:
-            self.close_nowait(CloseCode.POLICY_VIOLATION, "too many protocol errors")
 
     # -- writing ----------------------------------------------------------------
 
@@ -681,24 +659,9 @@ def _check_upgrade(request: h11.Request, relay: Relay, ip: str) -> tuple[Codec, 
         valid_key = False
     if not valid_key:
         raise _Rejected(400, "roomwire: missing or malformed Sec-WebSocket-Key\n")
-    offered = _header_tokens(request, b"sec-websocket-protocol")
-    codec = None
-    for name in offered:
-        cls = SUBPROTOCOLS.get(name)
-        if cls is not None:
-            codec = relay.codec(cls)
-            break
-    if codec is None:
-        relay.stats.handshake_rejects += 1
-        raise _Rejected(
-            400,
-            "roomwire: offer the WebSocket subprotocol roomwire.v1.msgpack or "
-            f"roomwire.v1.cbor (offered: {', '.join(offered) or 'none'})\n",
-        )
-    if len(relay.connections) >= relay.config.max_connections:
-        raise _Rejected(503, "roomwire: server full\n")
-    if not relay.limits.allow_connection(ip):
-        raise _Rejected(429, "roomwire: too many new connections from here\n")
+    codec = admit(relay, _header_tokens(request, b"sec-websocket-protocol"), ip)
+    if isinstance(codec, Refusal):
+        raise _Rejected(codec.status, codec.body)
     accept = base64.b64encode(hashlib.sha1(keys[0].encode() + _WS_GUID).digest())
     return codec, accept
 

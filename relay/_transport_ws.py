@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
-from protocol import SUBPROTOCOLS, CloseCode, Codec, Error, Frame, LimitExceeded, ProtocolError
+from protocol import CloseCode, Codec, Error, Frame, ProtocolError
 
-from ._session import Session
+from ._session import LinkBase, Refusal, Session, admit
 
 if TYPE_CHECKING:
     from ._server import Relay
@@ -33,12 +33,10 @@ __all__ = ["WebSocketLink", "serve_websocket_transport"]
 log = logging.getLogger("relay.server")
 
 _OUTBOX_SIZE = 32  # messages queued behind the one being written, before a client is cut off
-_INBOX_LIMIT = 512  # frames waiting for the room's tick, before a client is cut off
-_ERROR_BUDGET = 20  # protocol errors a connection may cause before it is closed
 _CLOSE_FLUSH_TIMEOUT = 2.0
 
 
-class WebSocketLink:
+class WebSocketLink(LinkBase):
     """A connection as both the session and the room's tick see it (``actors.Link``)."""
 
     def __init__(self, ws: WebSocketConnection, codec: Codec, relay: Relay) -> None:
@@ -97,17 +95,6 @@ class WebSocketLink:
         if self.session is not None:
             self.session.on_detached(reason)
 
-    # -- SessionLink ----------------------------------------------------------
-
-    def send_frame_nowait(self, frame: Frame) -> None:
-        self.send_nowait(self.codec.encode(frame))
-
-    def deliver(self, frame: Frame) -> None:
-        inbox = self._inbox
-        inbox.append(frame)
-        if len(inbox) > _INBOX_LIMIT:
-            self.close_nowait(CloseCode.POLICY_VIOLATION, "too many frames: flooding")
-
     # -- tasks ------------------------------------------------------------------
 
     async def run(self, session: Session) -> None:
@@ -159,15 +146,6 @@ class WebSocketLink:
                 continue
             await session.on_frame(frame)
 
-    def _protocol_error(self, exc: ProtocolError) -> None:
-        self.relay.stats.protocol_errors += 1
-        self._errors += 1
-        self.send_frame_nowait(Error(exc.code, exc.message, exc.frame_id))
-        if isinstance(exc, LimitExceeded):
-            self.close_nowait(exc.close_code, exc.code)
-        elif self._errors >= _ERROR_BUDGET:
-            self.close_nowait(CloseCode.POLICY_VIOLATION, "too many protocol errors")
-
     async def _writer(self) -> None:
         ws = self.ws
         stats = self.relay.stats
@@ -204,34 +182,18 @@ class WebSocketLink:
                 return
 
 
-def _pick_codec(request: WebSocketRequest, relay: Relay) -> Codec | None:
-    for name in request.proposed_subprotocols:
-        cls = SUBPROTOCOLS.get(name)
-        if cls is not None:
-            return relay.codec(cls)
-    return None
-
-
 async def _handle(relay: Relay, request: WebSocketRequest) -> None:
     # Everything a client can do wrong ends here, never in serve_websocket:
     # an exception escaping a handler would take down every connection.
     try:
-        codec = _pick_codec(request, relay)
-        if codec is None:
-            relay.stats.handshake_rejects += 1
-            offered = ", ".join(request.proposed_subprotocols) or "none"
-            body = (
-                "roomwire: offer the WebSocket subprotocol roomwire.v1.msgpack or "
-                f"roomwire.v1.cbor (offered: {offered})\n"
-            ).encode()
-            await request.reject(400, extra_headers=[(b"content-type", b"text/plain")], body=body)
-            return
-        if len(relay.connections) >= relay.config.max_connections:
-            await request.reject(503, body=b"roomwire: server full\n")
-            return
         remote = request.remote
-        if not relay.limits.allow_connection(str(getattr(remote, "address", remote))):
-            await request.reject(429, body=b"roomwire: too many new connections from here\n")
+        codec = admit(relay, request.proposed_subprotocols, str(getattr(remote, "address", remote)))
+        if isinstance(codec, Refusal):
+            await request.reject(
+                codec.status,
+                extra_headers=[(b"content-type", b"text/plain")],
+                body=codec.body.encode(),
+            )
             return
         ws = await request.accept(subprotocol=codec.subprotocol)
         link = WebSocketLink(ws, codec, relay)
