@@ -160,6 +160,16 @@ def git_commit(root: Path = REPO_ROOT) -> str:
     return head + ("-dirty" if status.strip() else "")
 
 
+def run_params(opts: Any) -> dict[str, Any]:
+    """A suite's parameters as given: its options, less where the output goes and
+    the ``*_list`` values parsed from other options."""
+    return {
+        k: v
+        for k, v in vars(opts).items()
+        if k not in ("json", "plot", "quiet") and not k.endswith("_list")
+    }
+
+
 def result_record(suite: str, params: dict[str, Any], seed: int | None) -> dict[str, Any]:
     """The head every result carries: suite, time, machine, commit, parameters, seed."""
     return {

@@ -40,6 +40,7 @@ from ._common import (
     raise_fd_limit,
     result_record,
     run_load,
+    run_params,
     scrape_json,
     server_command,
     tick_figures,
@@ -447,11 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     if not steps:
         print("bench fanout: no sweep step within --start-ccu..--max-ccu", file=sys.stderr)
         return EXIT_USAGE
-    params = {
-        k: v
-        for k, v in vars(opts).items()
-        if k not in ("json", "plot", "quiet", "server_cpu_list", "client_cpu_list")
-    }
+    params = run_params(opts)
     record = result_record("fanout", params, opts.seed)
     raise_fd_limit()
     pin_self(opts.client_cpu_list)  # keep the coordinator off the server's cores

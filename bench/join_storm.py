@@ -32,6 +32,7 @@ from ._common import (
     raise_fd_limit,
     result_record,
     run_load,
+    run_params,
     write_json,
 )
 from .rpc import parse_rates
@@ -180,11 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             "bench join-storm: need a rate, a positive --duration and --room-size", file=sys.stderr
         )
         return EXIT_USAGE
-    params = {
-        k: v
-        for k, v in vars(opts).items()
-        if k not in ("json", "quiet", "server_cpu_list", "client_cpu_list")
-    }
+    params = run_params(opts)
     record = result_record("join-storm", params, opts.seed)
     raise_fd_limit()
     pin_self(opts.client_cpu_list)

@@ -1094,21 +1094,9 @@ class Worker:
         now = time.monotonic()
         c.pending.append(now)
         c.bytes_out += len(payload)
-        frame = mask_frame(payload, c.key, c.key_int)
-        sock = c.sock
-        if not c.out and sock is not None:
-            try:
-                n = sock.send(frame)
-            except BlockingIOError:
-                n = 0
-            except OSError as exc:
-                self._drop(c, f"send: {exc.strerror or exc}")
-                return
-            if n < len(frame):
-                c.out += frame[n:]
-                self.ep.modify(c.fd, _EPOLLIN | _EPOLLOUT)
-        else:
-            self._write(c, frame)
+        self._write(c, mask_frame(payload, c.key, c.key_int))
+        if c.sock is None:
+            return  # the send found the connection gone
         self.inputs_sent += 1
         if self.in_window:
             self.lag.add(now - scheduled)

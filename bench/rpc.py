@@ -38,6 +38,7 @@ from ._common import (
     raise_fd_limit,
     result_record,
     run_load,
+    run_params,
     server_command,
     write_json,
 )
@@ -331,11 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     if error:
         print(error, file=sys.stderr)
         return EXIT_USAGE
-    params = {
-        k: v
-        for k, v in vars(opts).items()
-        if k not in ("json", "plot", "quiet", "server_cpu_list", "client_cpu_list", "rate_list")
-    }
+    params = run_params(opts)
     record = result_record("rpc", params, opts.seed)
     raise_fd_limit()
     pin_self(opts.client_cpu_list)

@@ -26,6 +26,7 @@ from ._common import (
     progress,
     raise_fd_limit,
     result_record,
+    run_params,
     write_json,
 )
 from .rpc import (
@@ -55,11 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if error:
         print(error, file=sys.stderr)
         return EXIT_USAGE
-    params = {
-        k: v
-        for k, v in vars(opts).items()
-        if k not in ("json", "plot", "quiet", "server_cpu_list", "client_cpu_list", "rate_list")
-    }
+    params = run_params(opts)
     record = result_record("signal", params, opts.seed)
     try:
         features = probe_relay(opts.server_cpu_list)
